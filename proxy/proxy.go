@@ -1,0 +1,394 @@
+// Package proxy is veer's fasthttp request handler: it picks the route,
+// version and backend from the current routing table, rewrites headers,
+// forwards the request, retries what is safe to retry, maps upstream
+// failures to 502/503/504 and records every attempt in its version's
+// window and metrics.
+package proxy
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/veer-proxy/veer/metrics"
+	"github.com/veer-proxy/veer/router"
+)
+
+// Proxy serves requests from the routing table it holds. Safe for
+// concurrent use; the table is swapped atomically with Store.
+type Proxy struct {
+	table   atomic.Pointer[router.Table]
+	log     *slog.Logger
+	metrics *metrics.Metrics
+
+	// Now is the clock; tests replace it. Defaults to time.Now.
+	Now func() time.Time
+	// OnEject is called (off the request path's critical section, but on its
+	// goroutine) when passive ejection takes a backend out.
+	OnEject func(b *router.Backend, until time.Time)
+
+	idPrefix [8]byte
+	idSeq    atomic.Uint64
+	inflight atomic.Int64
+	retrying atomic.Int64
+}
+
+// New returns a proxy serving t.
+func New(t *router.Table, m *metrics.Metrics, log *slog.Logger) *Proxy {
+	p := &Proxy{log: log, metrics: m, Now: time.Now}
+	var seed [4]byte
+	_, _ = rand.Read(seed[:])
+	hex.Encode(p.idPrefix[:], seed[:])
+	p.table.Store(t)
+	return p
+}
+
+// Store publishes a new routing table; requests already running finish on
+// the table they started with.
+func (p *Proxy) Store(t *router.Table) { p.table.Store(t) }
+
+// Table returns the current routing table (never nil).
+func (p *Proxy) Table() *router.Table { return p.table.Load() }
+
+var (
+	hdrVersion  = []byte("X-Veer-Version")
+	hdrXFF      = []byte("X-Forwarded-For")
+	hdrXFP      = []byte("X-Forwarded-Proto")
+	hdrXFH      = []byte("X-Forwarded-Host")
+	hdrReqID    = []byte("X-Request-Id")
+	hdrConn     = []byte("Connection")
+	strHTTP     = []byte("http")
+	strHTTPS    = []byte("https")
+	retryAfter5 = []byte("5")
+)
+
+// hopByHop are removed in both directions (RFC 9110 7.6.1), with every
+// header named in Connection.
+var hopByHop = [][]byte{
+	[]byte("Keep-Alive"), []byte("Proxy-Connection"), []byte("Proxy-Authenticate"),
+	[]byte("Proxy-Authorization"), []byte("Te"), []byte("Trailer"), []byte("Upgrade"),
+}
+
+// Handler is the fasthttp.RequestHandler.
+func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
+	defer p.recoverPanic(ctx)
+	t := p.table.Load()
+	req := &ctx.Request
+	host, path := req.Header.Host(), req.Header.RequestURI()
+	if len(path) == 0 || path[0] != '/' { // absolute-form: its authority is the host (RFC 9112 3.2.2)
+		u := req.URI()
+		host, path = u.Host(), u.Path()
+		req.Header.SetHostBytes(host)
+	}
+	if i := bytes.IndexByte(path, '?'); i >= 0 {
+		path = path[:i]
+	}
+	r := t.Match(host, path)
+	if r == nil {
+		ctx.Error("veer: no route for this host and path\n", fasthttp.StatusNotFound)
+		return
+	}
+	start := p.Now()
+	now := start.UnixNano()
+	v, how := r.PickVersion(req, now)
+	b := v.PickBackend(now)
+	if b == nil && v != r.Stable {
+		// A version without a healthy backend hands its requests to stable,
+		// and the failure counts against it so a dead canary is rolled back.
+		v.Metrics.Failures[metrics.FailNoBackend].Inc()
+		v.Window.Record(start, 0, true)
+		v = r.Stable
+		how = router.ByWeight
+		b = v.PickBackend(now)
+	}
+	if b == nil {
+		v.Metrics.Failures[metrics.FailNoBackend].Inc()
+		v.Window.Record(start, 0, true)
+		v.Metrics.Request(fasthttp.StatusServiceUnavailable)
+		ctx.Response.Header.SetBytesV("Retry-After", retryAfter5)
+		ctx.Response.Header.SetBytesKV(hdrVersion, v.NameBytes())
+		ctx.Error("veer: no healthy backend for this route\n", fasthttp.StatusServiceUnavailable)
+		return
+	}
+
+	clientClose := req.Header.ConnectionClose()
+	p.prepareRequest(ctx, t)
+	p.inflight.Add(1)
+	status := p.forward(ctx, r, v, b, start)
+	p.inflight.Add(-1)
+
+	resp := &ctx.Response
+	removeHopByHop(&resp.Header)
+	resp.Header.ResetConnectionClose()
+	if clientClose {
+		resp.SetConnectionClose()
+	}
+	resp.Header.SetBytesKV(hdrVersion, v.NameBytes())
+	if name := r.Config.Sticky.Cookie; name != "" && (how == router.ByWeight || how == router.ByHeader) {
+		setStickyCookie(resp, name, v.Name)
+	}
+	elapsed := p.Now().Sub(start)
+	v.Metrics.Request(status)
+	v.Metrics.Duration.Observe(elapsed.Seconds())
+}
+
+// forward sends the request to b, retrying refused or reset connections of
+// idempotent requests on another backend of v, and writes the answer (or
+// veer's error answer) into ctx.Response. It returns the status sent.
+func (p *Proxy) forward(ctx *fasthttp.RequestCtx, r *router.Route, v *router.Version, b *router.Backend, start time.Time) int {
+	attempts := *r.Config.Retries.Attempts
+	tryStart := start
+	for try := 0; ; try++ {
+		err := b.Client.Do(&ctx.Request, &ctx.Response)
+		end := p.Now()
+		if err == nil {
+			code := ctx.Response.StatusCode()
+			failed := code >= 500
+			v.Window.Record(end, end.Sub(tryStart), failed)
+			p.outlier(r, v, b, failed, end)
+			return code
+		}
+		status, reason := Classify(err)
+		v.Metrics.Failures[reason].Inc()
+		v.Window.Record(end, end.Sub(tryStart), true)
+		p.outlier(r, v, b, true, end)
+		if try < attempts && retryable(ctx, err, reason) && p.retryBudget() {
+			if next := v.PickOther(end.UnixNano(), b); next != nil {
+				p.retrying.Add(1)
+				b, tryStart = next, end
+				ctx.Response.Reset()
+				p.retrying.Add(-1)
+				continue
+			}
+		}
+		ctx.Response.Reset()
+		ctx.Response.Header.SetBytesKV(hdrVersion, v.NameBytes())
+		ctx.Error(failureText[status], status)
+		if status == fasthttp.StatusServiceUnavailable {
+			ctx.Response.Header.SetBytesV("Retry-After", retryAfter5)
+		}
+		if p.log.Enabled(nil, slog.LevelDebug) {
+			p.log.Debug("upstream failed", "route", r.Name, "version", v.Name, "backend", b.Addr, "err", err)
+		}
+		return status
+	}
+}
+
+var failureText = map[int]string{
+	fasthttp.StatusBadGateway:         "veer: upstream connection failed\n",
+	fasthttp.StatusServiceUnavailable: "veer: upstream has no free connection\n",
+	fasthttp.StatusGatewayTimeout:     "veer: upstream timed out\n",
+}
+
+// retryBudget allows a retry while retries in flight stay within 20% of the
+// requests in flight (at least 3), like Envoy's retry budgets, so that
+// retries cannot multiply the load of an upstream that is already failing.
+func (p *Proxy) retryBudget() bool {
+	limit := p.inflight.Load() / 5
+	if limit < 3 {
+		limit = 3
+	}
+	return p.retrying.Load() < limit
+}
+
+// retryable: only idempotent methods, only for refused or reset connections
+// before any response byte (nothing has reached the client: veer answers
+// only after the upstream has).
+func retryable(ctx *fasthttp.RequestCtx, err error, reason int) bool {
+	if reason != metrics.FailConnect && reason != metrics.FailReset {
+		return false
+	}
+	if ctx.Request.IsBodyStream() {
+		return false // the body may be partly sent
+	}
+	switch string(ctx.Method()) {
+	case "GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE":
+		return true
+	}
+	return false
+}
+
+// outlier feeds passive ejection: consecutive 5xx or connection failures
+// eject the backend, never more than max_ejection_percent of the version's
+// backends and never the last available one.
+func (p *Proxy) outlier(r *router.Route, v *router.Version, b *router.Backend, failed bool, now time.Time) {
+	if !failed {
+		b.State.Success()
+		return
+	}
+	o := r.Config.Outlier
+	if !b.State.Failure(*o.Consecutive5xx) {
+		return
+	}
+	ns := now.UnixNano()
+	total, out := len(v.Backends), 0
+	for _, x := range v.Backends {
+		if !x.State.Available(ns) {
+			out++
+		}
+	}
+	if out+1 >= total || (out+1)*10000 > total*int(*o.MaxEjectionPercent) {
+		return
+	}
+	until := b.State.Eject(ns, o.EjectionTime.D())
+	if p.OnEject != nil {
+		p.OnEject(b, time.Unix(0, until))
+	}
+}
+
+// Classify maps an upstream error to veer's status and failure reason: a
+// refused or unreachable upstream is 502 (connect), a reset or closed
+// connection 502 (reset), a timeout 504, no free connection 503.
+func Classify(err error) (status, reason int) {
+	var op *net.OpError
+	switch {
+	case errors.Is(err, fasthttp.ErrNoFreeConns):
+		return fasthttp.StatusServiceUnavailable, metrics.FailConnect
+	case errors.Is(err, fasthttp.ErrDialTimeout):
+		return fasthttp.StatusGatewayTimeout, metrics.FailConnect
+	case errors.As(err, &op) && op.Op == "dial":
+		if op.Timeout() {
+			return fasthttp.StatusGatewayTimeout, metrics.FailConnect
+		}
+		return fasthttp.StatusBadGateway, metrics.FailConnect
+	case errors.Is(err, fasthttp.ErrTimeout), errors.Is(err, os.ErrDeadlineExceeded):
+		return fasthttp.StatusGatewayTimeout, metrics.FailTimeout
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fasthttp.StatusBadGateway, metrics.FailConnect
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return fasthttp.StatusGatewayTimeout, metrics.FailTimeout
+	}
+	return fasthttp.StatusBadGateway, metrics.FailReset
+}
+
+func (p *Proxy) recoverPanic(ctx *fasthttp.RequestCtx) {
+	if rec := recover(); rec != nil {
+		p.metrics.Panics.Inc()
+		p.log.Error("panic in request handler: this is a bug in veer; the request got a 500", "panic", rec, "uri", string(ctx.RequestURI()))
+		ctx.Response.Reset()
+		ctx.Error("veer: internal error\n", fasthttp.StatusInternalServerError)
+	}
+}
+
+// prepareRequest rewrites the request for the upstream: hop-by-hop headers
+// out; X-Forwarded-For/-Proto/-Host and X-Request-Id set.
+func (p *Proxy) prepareRequest(ctx *fasthttp.RequestCtx, t *router.Table) {
+	h := &ctx.Request.Header
+	removeHopByHop(h)
+	h.ResetConnectionClose()
+
+	var buf [128]byte
+	peer, _ := netip.AddrFromSlice(ctx.RemoteIP())
+	peer = peer.Unmap()
+	trusted := false
+	for _, pfx := range t.Trusted {
+		if pfx.Contains(peer) {
+			trusted = true
+			break
+		}
+	}
+	xff := buf[:0]
+	if prior := h.PeekBytes(hdrXFF); trusted && len(prior) > 0 {
+		xff = append(xff, prior...)
+		xff = append(xff, ", "...)
+	}
+	xff = peer.AppendTo(xff)
+	h.SetBytesKV(hdrXFF, xff)
+	if !trusted || len(h.PeekBytes(hdrXFP)) == 0 {
+		if ctx.IsTLS() {
+			h.SetBytesKV(hdrXFP, strHTTPS)
+		} else {
+			h.SetBytesKV(hdrXFP, strHTTP)
+		}
+	}
+	if !trusted || len(h.PeekBytes(hdrXFH)) == 0 {
+		h.SetBytesKV(hdrXFH, h.Host())
+	}
+	if len(h.PeekBytes(hdrReqID)) == 0 {
+		id := append(buf[:0], p.idPrefix[:]...)
+		id = appendHex(id, p.idSeq.Add(1))
+		h.SetBytesKV(hdrReqID, id)
+	}
+}
+
+func appendHex(dst []byte, n uint64) []byte {
+	const digits = "0123456789abcdef"
+	var b [16]byte
+	for i := 15; i >= 0; i-- {
+		b[i] = digits[n&0xf]
+		n >>= 4
+	}
+	return append(dst, b[:]...)
+}
+
+// header is what removeHopByHop needs of a request or response header.
+type header interface {
+	PeekBytes(key []byte) []byte
+	DelBytes(key []byte)
+}
+
+// removeHopByHop deletes the hop-by-hop headers and every header that
+// Connection names (fasthttp keeps framing headers and "close" itself).
+func removeHopByHop(h header) {
+	if c := h.PeekBytes(hdrConn); len(c) > 0 {
+		var names [8][64]byte
+		var lens [8]int
+		n := 0
+		forEachToken(c, func(tok []byte) {
+			if n < len(names) && len(tok) <= 64 {
+				lens[n] = copy(names[n][:], tok)
+				n++
+			}
+		})
+		for i := 0; i < n; i++ {
+			h.DelBytes(names[i][:lens[i]])
+		}
+		h.DelBytes(hdrConn)
+	}
+	for _, k := range hopByHop {
+		h.DelBytes(k)
+	}
+}
+
+// forEachToken calls f for each comma-separated token of v, trimmed.
+func forEachToken(v []byte, f func([]byte)) {
+	for len(v) > 0 {
+		i := bytes.IndexByte(v, ',')
+		tok := v
+		if i >= 0 {
+			tok, v = v[:i], v[i+1:]
+		} else {
+			v = nil
+		}
+		tok = bytes.TrimSpace(tok)
+		if len(tok) > 0 && !bytes.EqualFold(tok, []byte("close")) && !bytes.EqualFold(tok, []byte("keep-alive")) {
+			f(tok)
+		}
+	}
+}
+
+func setStickyCookie(resp *fasthttp.Response, name, version string) {
+	c := fasthttp.AcquireCookie()
+	c.SetKey(name)
+	c.SetValue(version)
+	c.SetPath("/")
+	c.SetHTTPOnly(true)
+	c.SetSameSite(fasthttp.CookieSameSiteLaxMode)
+	resp.Header.SetCookie(c)
+	fasthttp.ReleaseCookie(c)
+}
+
+func sprintf(format string, args ...any) string { return fmt.Sprintf(format, args...) }

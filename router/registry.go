@@ -1,0 +1,195 @@
+package router
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/veer-proxy/veer/config"
+	"github.com/veer-proxy/veer/health"
+	"github.com/veer-proxy/veer/metrics"
+)
+
+// Registry keeps the state that must outlive a table swap, keyed by stable
+// IDs (route/version, route/version/address): windows, backend health,
+// upstream clients and metric children, as Caddy's hosts.go does. A reload
+// that keeps a version keeps its window and counters. Safe for concurrent use.
+type Registry struct {
+	Metrics *metrics.Metrics
+
+	mu       sync.Mutex
+	windows  map[string]*health.Window
+	vmetrics map[string]*metrics.Version
+	backends map[string]*backendEntry
+}
+
+type backendEntry struct {
+	state  *health.BackendState
+	client *fasthttp.HostClient
+	key    string // the client settings it was built with
+}
+
+// NewRegistry returns an empty registry reporting to m.
+func NewRegistry(m *metrics.Metrics) *Registry {
+	return &Registry{
+		Metrics:  m,
+		windows:  map[string]*health.Window{},
+		vmetrics: map[string]*metrics.Version{},
+		backends: map[string]*backendEntry{},
+	}
+}
+
+// WindowSpan is how much history a route's windows keep: the rollback
+// window and every analysis window.
+func WindowSpan(rc *config.Route) time.Duration {
+	span := rc.Rollback.Window.D()
+	for _, s := range rc.Steps {
+		if s.Analysis != nil && s.Analysis.Window.D() > span {
+			span = s.Analysis.Window.D()
+		}
+	}
+	return span
+}
+
+func (g *Registry) window(rc *config.Route, version string) *health.Window {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	key := rc.Name + "/" + version
+	span := WindowSpan(rc)
+	w := g.windows[key]
+	if w == nil || w.Span() < span {
+		w = health.NewWindow(span) // a longer window starts empty: documented in docs/config.md
+		g.windows[key] = w
+	}
+	return w
+}
+
+func (g *Registry) versionMetrics(route, version string) *metrics.Version {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	key := route + "/" + version
+	m := g.vmetrics[key]
+	if m == nil {
+		m = g.Metrics.Version(route, version)
+		g.vmetrics[key] = m
+	}
+	return m
+}
+
+func (g *Registry) backend(rc *config.Route, version string, vc *config.Version, addr string) (*health.BackendState, *fasthttp.HostClient, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	id := rc.Name + "/" + version + "/" + addr
+	key := fmt.Sprintf("%v|%v|%v|%+v", rc.Timeouts.Connect, rc.Timeouts.ResponseHeader, rc.Timeouts.Idle, vc.TLS)
+	e := g.backends[id]
+	if e == nil {
+		e = &backendEntry{state: health.NewBackendState()}
+		g.backends[id] = e
+	}
+	if e.client == nil || e.key != key {
+		c, err := newClient(addr, rc, vc)
+		if err != nil {
+			return nil, nil, err
+		}
+		if e.client != nil {
+			old := e.client
+			time.AfterFunc(rc.Timeouts.ResponseHeader.D(), old.CloseIdleConnections)
+		}
+		e.client, e.key = c, key
+	}
+	return e.state, e.client, nil
+}
+
+// Retain forgets everything t does not use: windows, metric children and
+// backends of removed versions; connections to removed backends are closed
+// once idle.
+func (g *Registry) Retain(t *Table) {
+	keepV := map[string]bool{}
+	keepB := map[string]bool{}
+	for _, r := range t.Routes {
+		for _, v := range r.Versions {
+			keepV[r.Name+"/"+v.Name] = true
+			for _, b := range v.Backends {
+				keepB[r.Name+"/"+v.Name+"/"+b.Addr] = true
+			}
+		}
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for k := range g.windows {
+		if !keepV[k] {
+			delete(g.windows, k)
+		}
+	}
+	for k := range g.vmetrics {
+		if !keepV[k] {
+			delete(g.vmetrics, k)
+			route, version := splitKey(k)
+			g.Metrics.Forget(route, version)
+		}
+	}
+	for k, e := range g.backends {
+		if !keepB[k] {
+			delete(g.backends, k)
+			c := e.client
+			// In-flight requests of the old table may still use it: close
+			// its idle connections now and again once they are done.
+			c.CloseIdleConnections()
+			time.AfterFunc(time.Minute, c.CloseIdleConnections)
+		}
+	}
+}
+
+func splitKey(k string) (string, string) {
+	for i := 0; i < len(k); i++ {
+		if k[i] == '/' {
+			return k[:i], k[i+1:]
+		}
+	}
+	return k, ""
+}
+
+// newClient builds the one HostClient of a backend, with a fixed Addr so
+// that no request can make veer connect elsewhere.
+func newClient(addr string, rc *config.Route, vc *config.Version) (*fasthttp.HostClient, error) {
+	connect := rc.Timeouts.Connect.D()
+	c := &fasthttp.HostClient{
+		Addr:                      addr,
+		NoDefaultUserAgentHeader:  true,
+		DisablePathNormalizing:    true,
+		MaxIdemponentCallAttempts: 1, // fasthttp's hidden retries would hide a canary's errors
+		RetryIfErr:                func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
+		MaxConns:                  16384,
+		MaxConnWaitTimeout:        connect,
+		MaxIdleConnDuration:       rc.Timeouts.Idle.D(),
+		ReadTimeout:               rc.Timeouts.ResponseHeader.D(),
+		WriteTimeout:              rc.Timeouts.ResponseHeader.D(),
+		ReadBufferSize:            16 << 10,
+		MaxResponseBodySize:       0,
+		Dial: func(a string) (net.Conn, error) {
+			return (&net.Dialer{Timeout: connect}).Dial("tcp", a)
+		},
+	}
+	if t := vc.TLS; t.Enabled || t.CAFile != "" || t.ServerName != "" || t.InsecureSkipVerify {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify} //nolint:gosec // only when the config says so, and logged
+		if t.CAFile != "" {
+			pem, err := os.ReadFile(t.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("tls.ca_file: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("tls.ca_file %s holds no PEM certificate", t.CAFile)
+			}
+			tc.RootCAs = pool
+		}
+		c.IsTLS, c.TLSConfig = true, tc
+	}
+	return c, nil
+}
