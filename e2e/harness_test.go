@@ -82,6 +82,9 @@ func (b *Backend) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	n := b.Hits.Add(1)
 	io.Copy(io.Discard, r.Body)
+	if r.URL.Path == "/slow" {
+		time.Sleep(1500 * time.Millisecond)
+	}
 	b.mu.Lock()
 	b.last, b.lastHost, b.lastURI = r.Header.Clone(), r.Host, r.RequestURI
 	b.mu.Unlock()
@@ -137,8 +140,14 @@ func StartVeer(t *testing.T, config string) *Veer {
 // StartVeerIn starts veer on an existing config file (for restarts).
 func StartVeerIn(t *testing.T, dir, path string) *Veer {
 	t.Helper()
+	return startVeerArgs(t, dir, path)
+}
+
+// startVeerArgs starts veer serve with extra flags.
+func startVeerArgs(t *testing.T, dir, path string, flags ...string) *Veer {
+	t.Helper()
 	v := &Veer{t: t, Dir: dir, ConfigPath: path, done: make(chan struct{})}
-	v.cmd = exec.Command(veerBin, "serve", "-config", path, "-log-level", "debug")
+	v.cmd = exec.Command(veerBin, append([]string{"serve", "-config", path, "-log-level", "debug"}, flags...)...)
 	v.cmd.Dir = dir
 	pr, pw := io.Pipe()
 	v.cmd.Stderr = pw

@@ -74,6 +74,7 @@ func serve(args []string, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	file := configFlag(fs)
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	noWatch := fs.Bool("no-watch", false, "do not watch the config file; reload only on SIGHUP")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -88,7 +89,7 @@ func serve(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	a, err := app.New(app.Options{Config: cfg, Log: log})
+	a, err := app.New(app.Options{Config: cfg, Log: log, NoWatch: *noWatch})
 	if err != nil {
 		fmt.Fprintf(stderr, "veer serve: %v\n", err)
 		return 1
