@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/veer-proxy/veer/admin"
 	"github.com/veer-proxy/veer/config"
 	"github.com/veer-proxy/veer/events"
+	"github.com/veer-proxy/veer/health"
 	"github.com/veer-proxy/veer/metrics"
 	"github.com/veer-proxy/veer/notify"
 	"github.com/veer-proxy/veer/proxy"
@@ -49,6 +51,7 @@ type App struct {
 	Controller *rollout.Controller
 	Proxy      *proxy.Proxy
 	notifier   *notify.Notifier
+	prober     *health.Prober
 	server     *fasthttp.Server
 	adminSrv   *http.Server
 	proxyLn    net.Listener
@@ -70,16 +73,27 @@ func New(o Options) (*App, error) {
 	a := &App{o: o, Metrics: metrics.New()}
 	a.notifier = notify.New(hooks(cfg), notify.Options{Logger: o.Log, Registerer: a.Metrics.Registry})
 	a.Proxy = proxy.New(nil, a.Metrics, o.Log)
+	ev := events.New(1000, o.Now)
+	a.prober = health.NewProber(o.Log, func(id string, up bool) {
+		route, rest, _ := strings.Cut(id, "/")
+		if up {
+			ev.Add(route, "backend-up", rest+" passes its health check again and takes traffic")
+			o.Log.Info("backend up: it takes traffic again", "backend", id)
+		} else {
+			ev.Add(route, "backend-down", rest+" failed its health check and takes no traffic")
+			o.Log.Warn("backend down: it takes no traffic until its health check passes", "backend", id)
+		}
+	}, a.Metrics.Panics.Inc)
 	ctrl, err := rollout.New(rollout.Options{
 		Config:    cfg,
 		StateFile: cfg.ResolvePath(cfg.StateFile),
 		Registry:  router.NewRegistry(a.Metrics),
 		Metrics:   a.Metrics,
-		Events:    events.New(1000, o.Now),
+		Events:    ev,
 		Notifier:  a.notifier,
 		Log:       o.Log,
 		Now:       o.Now,
-		Publish:   a.Proxy.Store,
+		Publish:   a.publish,
 	})
 	if err != nil {
 		return nil, err
@@ -120,6 +134,29 @@ func New(o Options) (*App, error) {
 		}
 	}
 	return a, nil
+}
+
+// publish serves a new routing table and probes its backends.
+func (a *App) publish(t *router.Table) {
+	a.Proxy.Store(t)
+	var targets []health.Target
+	for _, r := range t.Routes {
+		hc := r.Config.HealthCheck
+		for _, v := range r.Versions {
+			for _, b := range v.Backends {
+				if hc.Path == "" {
+					if !b.State.Up() {
+						b.State.SetUp(true) // health checks were turned off for this route
+					}
+					continue
+				}
+				targets = append(targets, health.Target{ID: r.Name + "/" + v.Name + "/" + b.Addr, Addr: b.Addr,
+					Path: hc.Path, Interval: hc.Interval.D(), Timeout: hc.Timeout.D(), Healthy: hc.Healthy,
+					Unhealthy: hc.Unhealthy, TLS: b.Client.TLSConfig, State: b.State})
+			}
+		}
+	}
+	a.prober.Set(targets)
 }
 
 func hooks(cfg *config.Config) []notify.Webhook {
@@ -172,6 +209,7 @@ func (a *App) shutdown() error {
 	dctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout.D())
 	defer cancel()
 	err := a.server.ShutdownWithContext(dctx)
+	a.prober.Stop()
 	actx, acancel := context.WithTimeout(context.Background(), time.Second)
 	defer acancel()
 	_ = a.adminSrv.Shutdown(actx)

@@ -73,6 +73,13 @@ func (c *Controller) Evaluate(now time.Time) {
 			}
 			c.o.Metrics.WindowErrors.WithLabelValues(r.Name, v.Name).Set(s.ErrorRate)
 			c.o.Metrics.WindowP99.WithLabelValues(r.Name, v.Name).Set(s.P99.Seconds())
+			for _, b := range v.Backends {
+				up := 0.0
+				if b.State.Available(now.UnixNano()) {
+					up = 1
+				}
+				c.o.Metrics.BackendHealthy.WithLabelValues(r.Name, v.Name, b.Addr).Set(up)
+			}
 			if v == r.Stable || v.Weight == 0 {
 				continue
 			}
