@@ -7,10 +7,15 @@ import (
 )
 
 // Match returns the route for host (as sent, possibly with a port and in
-// any case) and path, or nil. It allocates nothing.
+// any case) and path, or nil. It allocates nothing for hosts of up to 256
+// bytes (a DNS name has at most 253).
 func (t *Table) Match(host, path []byte) *Route {
 	var buf [256]byte
-	h := lowerHost(buf[:0], host)
+	dst := buf[:0]
+	if len(host) > len(buf) {
+		dst = make([]byte, 0, len(host)) // not a DNS name, but its suffix may still match a wildcard
+	}
+	h := lowerHost(dst, host)
 	if rs, ok := t.exact[string(h)]; ok {
 		return firstPrefix(rs, path)
 	}
@@ -35,8 +40,8 @@ func firstPrefix(rs []*Route, path []byte) *Route {
 	return nil
 }
 
-// lowerHost appends host without its port, lower-cased, to dst (a host
-// longer than dst's capacity is cut, which makes it match nothing exact).
+// lowerHost appends host without its port, lower-cased, to dst, which
+// must have room for it.
 func lowerHost(dst, host []byte) []byte {
 	if n := len(host); n > 0 && host[0] == '[' { // [::1]:8080
 		if i := bytes.IndexByte(host, ']'); i > 0 {
@@ -49,9 +54,6 @@ func lowerHost(dst, host []byte) []byte {
 		host = host[:n-1]
 	}
 	for _, c := range host {
-		if len(dst) == cap(dst) {
-			break
-		}
 		if 'A' <= c && c <= 'Z' {
 			c += 'a' - 'A'
 		}
@@ -216,3 +218,20 @@ func (v *Version) PickOther(now int64, tried *Backend) *Backend {
 
 // NameBytes is the version's name, for response headers. Do not modify.
 func (v *Version) NameBytes() []byte { return v.nameB }
+
+// String names the reason, for logs and test messages.
+func (h How) String() string {
+	switch h {
+	case ByOverride:
+		return "override"
+	case ByRule:
+		return "rule"
+	case ByCookie:
+		return "cookie"
+	case ByHeader:
+		return "header"
+	case ByWeight:
+		return "weight"
+	}
+	return "unknown"
+}

@@ -281,23 +281,31 @@ func (r *Route) buildRing() {
 	}
 }
 
-// buildSticky lays the versions over the 10,000 sticky buckets: the
-// candidate first, then the other non-stable versions in file order, then
-// stable last. Raising the candidate's weight at stable's expense only moves
-// its boundary with stable outward, so it only moves users onto the
-// candidate, and the candidate's users keep their buckets while its weight
-// does not fall.
+// buildSticky lays the versions over the 10,000 sticky buckets in a fixed
+// order: the versions other than stable and the candidate in file order,
+// then stable, then the candidate last, ending at bucket 10,000. Each
+// version owns a contiguous run of buckets, its weight long.
+//
+// The order is what makes sticky assignment monotone (SPEC "Which version
+// serves a request"): raising the candidate's weight at stable's expense
+// only moves the boundary between the two, so keys move from stable onto
+// the candidate and nowhere else, and the other versions keep their runs.
+// The candidate's run ends at the last bucket, so its users keep their
+// buckets while its weight does not fall, whatever the others do. (An
+// earlier order put the candidate first and stable last, so raising the
+// candidate shifted every version in between and moved their users onto
+// stable.)
 func (r *Route) buildSticky() {
 	order := make([]*Version, 0, len(r.Versions))
-	if r.Candidate != nil && r.Candidate != r.Stable {
-		order = append(order, r.Candidate)
-	}
 	for _, v := range r.Versions {
 		if v != r.Stable && v != r.Candidate {
 			order = append(order, v)
 		}
 	}
 	order = append(order, r.Stable)
+	if r.Candidate != nil && r.Candidate != r.Stable {
+		order = append(order, r.Candidate)
+	}
 	end := 0
 	for _, v := range order {
 		end += int(v.Weight)
