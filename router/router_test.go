@@ -71,8 +71,13 @@ func route(tb testing.TB, yaml string) *router.Route {
 }
 
 // threeVersions is a route with blue (stable), green and canary (the
-// candidate) at the given weights, sticky on X-User-ID.
+// candidate) at the given weights, sticky on X-User-ID unless extra (more
+// lines of the route) has its own sticky.
 func threeVersions(blue, green, canary float64, extra string) string {
+	sticky := "    sticky: {header: X-User-ID}\n"
+	if strings.Contains(extra, "sticky:") {
+		sticky = ""
+	}
 	return fmt.Sprintf(`
 routes:
   - name: shop
@@ -83,8 +88,7 @@ routes:
       green:  {backends: ["127.0.0.1:9011"]}
       canary: {backends: ["127.0.0.1:9021"]}
     weights: {blue: %v, green: %v, canary: %v}
-    sticky: {header: X-User-ID}
-%s`, blue, green, canary, extra)
+%s%s`, blue, green, canary, sticky, extra)
 }
 
 const matchConfig = `
@@ -465,7 +469,6 @@ func TestPickVersion(t *testing.T) {
 
 func TestPickVersionStickyCookie(t *testing.T) {
 	yaml := threeVersions(100, 0, 0, "    sticky: {cookie: veer, drain: 10m}\n")
-	yaml = strings.Replace(yaml, "    sticky: {header: X-User-ID}\n", "", 1)
 	now := time.Unix(1_700_000_000, 0)
 	tests := []struct {
 		name    string
@@ -507,10 +510,9 @@ func w(blue, green, canary float64) map[string]config.Percent {
 }
 
 func TestPickVersionRuleBeatsCookieAndWeights(t *testing.T) {
-	yaml := strings.Replace(threeVersions(100, 0, 0, `    rules: [{header: X-Beta, version: canary}]
+	r := route(t, threeVersions(100, 0, 0, `    rules: [{header: X-Beta, version: canary}]
     sticky: {header: X-User-ID, cookie: veer}
-`), "    sticky: {header: X-User-ID}\n", "", 1)
-	r := route(t, yaml)
+`))
 	v, how := r.PickVersion(get(t, "/", "Cookie: veer=blue", "X-User-ID: u1", "X-Beta: 1"), 0)
 	if v.Name != "canary" || how != router.ByRule {
 		t.Errorf("PickVersion = %s by %v, want canary by rule", v.Name, how)
