@@ -7,6 +7,7 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -88,8 +89,12 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	host, path := req.Header.Host(), req.Header.RequestURI()
 	if len(path) == 0 || path[0] != '/' { // absolute-form: its authority is the host (RFC 9112 3.2.2)
 		u := req.URI()
-		host, path = u.Host(), u.Path()
+		host, path = u.Host(), u.PathOriginal()
 		req.Header.SetHostBytes(host)
+		// The authority's userinfo is the client's business with that
+		// host: fasthttp would send it upstream as Authorization.
+		u.SetUsernameBytes(nil)
+		u.SetPasswordBytes(nil)
 	}
 	if i := bytes.IndexByte(path, '?'); i >= 0 {
 		path = path[:i]
@@ -102,31 +107,33 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	start := p.Now()
 	now := start.UnixNano()
 	v, how := r.PickVersion(req, now)
+	// Pin a browser to what the weights or its sticky header chose, never
+	// to a fallback: a canary without a healthy backend for a moment must
+	// not move its users to stable for good.
+	pin := how == router.ByWeight || how == router.ByHeader
 	b := v.PickBackend(now)
 	if b == nil && v != r.Stable {
 		// A version without a healthy backend hands its requests to stable,
 		// and the failure counts against it so a dead canary is rolled back.
 		v.Metrics.Failures[metrics.FailNoBackend].Inc()
 		v.Window.Record(start, 0, true)
-		v = r.Stable
-		how = router.ByWeight
+		v, pin = r.Stable, false
 		b = v.PickBackend(now)
 	}
 	if b == nil {
 		v.Metrics.Failures[metrics.FailNoBackend].Inc()
 		v.Window.Record(start, 0, true)
-		v.Metrics.Request(fasthttp.StatusServiceUnavailable)
+		// ctx.Error resets the response: the headers come after it.
+		ctx.Error("veer: no healthy backend for this route\n", fasthttp.StatusServiceUnavailable)
 		ctx.Response.Header.SetBytesV("Retry-After", retryAfter5)
 		ctx.Response.Header.SetBytesKV(hdrVersion, v.NameBytes())
-		ctx.Error("veer: no healthy backend for this route\n", fasthttp.StatusServiceUnavailable)
+		p.count(v, fasthttp.StatusServiceUnavailable, start)
 		return
 	}
 
 	clientClose := req.Header.ConnectionClose()
 	p.prepareRequest(ctx, t)
-	p.inflight.Add(1)
 	status := p.forward(ctx, r, v, b, start)
-	p.inflight.Add(-1)
 
 	resp := &ctx.Response
 	removeHopByHop(&resp.Header)
@@ -134,22 +141,43 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	if clientClose {
 		resp.SetConnectionClose()
 	}
+	resp.Header.DelBytes(hdrVersion) // an upstream's own, possibly repeated
 	resp.Header.SetBytesKV(hdrVersion, v.NameBytes())
-	if name := r.Config.Sticky.Cookie; name != "" && (how == router.ByWeight || how == router.ByHeader) {
+	if name := r.Config.Sticky.Cookie; name != "" && pin {
 		setStickyCookie(resp, name, v.Name)
 	}
-	elapsed := p.Now().Sub(start)
+	p.count(v, status, start)
+}
+
+// count records an answered request in its version's metrics.
+func (p *Proxy) count(v *router.Version, status int, start time.Time) {
 	v.Metrics.Request(status)
-	v.Metrics.Duration.Observe(elapsed.Seconds())
+	v.Metrics.Duration.Observe(p.Now().Sub(start).Seconds())
 }
 
 // forward sends the request to b, retrying refused or reset connections of
 // idempotent requests on another backend of v, and writes the answer (or
 // veer's error answer) into ctx.Response. It returns the status sent.
 func (p *Proxy) forward(ctx *fasthttp.RequestCtx, r *router.Route, v *router.Version, b *router.Backend, start time.Time) int {
+	p.inflight.Add(1)
+	retried := false
+	defer func() {
+		p.inflight.Add(-1)
+		if retried {
+			p.retrying.Add(-1)
+		}
+	}()
 	attempts := *r.Config.Retries.Attempts
 	tryStart := start
 	for try := 0; ; try++ {
+		// fasthttp's HostClient refuses a request whose URI scheme is not
+		// its own (ErrHostClientRedirectToDifferentScheme): the scheme is
+		// the backend's, whatever the client sent.
+		if b.Client.IsTLS {
+			ctx.Request.URI().SetSchemeBytes(strHTTPS)
+		} else {
+			ctx.Request.URI().SetSchemeBytes(strHTTP)
+		}
 		err := b.Client.Do(&ctx.Request, &ctx.Response)
 		end := p.Now()
 		if err == nil {
@@ -163,22 +191,23 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, r *router.Route, v *router.Ver
 		v.Metrics.Failures[reason].Inc()
 		v.Window.Record(end, end.Sub(tryStart), true)
 		p.outlier(r, v, b, true, end)
-		if try < attempts && retryable(ctx, err, reason) && p.retryBudget() {
+		if try < attempts && retryable(ctx, reason) && (retried || p.retryBudget()) {
 			if next := v.PickOther(end.UnixNano(), b); next != nil {
-				p.retrying.Add(1)
+				if !retried { // in flight as a retry until the request is done
+					p.retrying.Add(1)
+					retried = true
+				}
 				b, tryStart = next, end
 				ctx.Response.Reset()
-				p.retrying.Add(-1)
 				continue
 			}
 		}
-		ctx.Response.Reset()
-		ctx.Response.Header.SetBytesKV(hdrVersion, v.NameBytes())
+		// ctx.Error resets the response: the headers come after it.
 		ctx.Error(failureText[status], status)
 		if status == fasthttp.StatusServiceUnavailable {
 			ctx.Response.Header.SetBytesV("Retry-After", retryAfter5)
 		}
-		if p.log.Enabled(nil, slog.LevelDebug) {
+		if p.log.Enabled(context.Background(), slog.LevelDebug) {
 			p.log.Debug("upstream failed", "route", r.Name, "version", v.Name, "backend", b.Addr, "err", err)
 		}
 		return status
@@ -205,7 +234,7 @@ func (p *Proxy) retryBudget() bool {
 // retryable: only idempotent methods, only for refused or reset connections
 // before any response byte (nothing has reached the client: veer answers
 // only after the upstream has).
-func retryable(ctx *fasthttp.RequestCtx, err error, reason int) bool {
+func retryable(ctx *fasthttp.RequestCtx, reason int) bool {
 	if reason != metrics.FailConnect && reason != metrics.FailReset {
 		return false
 	}
@@ -300,14 +329,22 @@ func (p *Proxy) prepareRequest(ctx *fasthttp.RequestCtx, t *router.Table) {
 			break
 		}
 	}
+	// Every line of a header veer sets is replaced: a second
+	// X-Forwarded-For line would otherwise carry a client's forgery through.
 	xff := buf[:0]
-	if prior := h.PeekBytes(hdrXFF); trusted && len(prior) > 0 {
-		xff = append(xff, prior...)
-		xff = append(xff, ", "...)
+	if trusted {
+		for _, prior := range h.PeekAll(fasthttp.HeaderXForwardedFor) { // several lines are one list (RFC 9110 5.3)
+			if len(prior) > 0 {
+				xff = append(xff, prior...)
+				xff = append(xff, ", "...)
+			}
+		}
 	}
 	xff = peer.AppendTo(xff)
+	h.DelBytes(hdrXFF)
 	h.SetBytesKV(hdrXFF, xff)
 	if !trusted || len(h.PeekBytes(hdrXFP)) == 0 {
+		h.DelBytes(hdrXFP)
 		if ctx.IsTLS() {
 			h.SetBytesKV(hdrXFP, strHTTPS)
 		} else {
@@ -315,6 +352,7 @@ func (p *Proxy) prepareRequest(ctx *fasthttp.RequestCtx, t *router.Table) {
 		}
 	}
 	if !trusted || len(h.PeekBytes(hdrXFH)) == 0 {
+		h.DelBytes(hdrXFH)
 		h.SetBytesKV(hdrXFH, h.Host())
 	}
 	if len(h.PeekBytes(hdrReqID)) == 0 {
@@ -336,48 +374,43 @@ func appendHex(dst []byte, n uint64) []byte {
 
 // header is what removeHopByHop needs of a request or response header.
 type header interface {
-	PeekBytes(key []byte) []byte
+	PeekAll(key string) [][]byte
 	DelBytes(key []byte)
 }
 
-// removeHopByHop deletes the hop-by-hop headers and every header that
-// Connection names (fasthttp keeps framing headers and "close" itself).
+// removeHopByHop deletes the hop-by-hop headers and every header that a
+// Connection line names (RFC 9110 7.6.1). fasthttp frames the message
+// itself, so Host, Content-Length and Transfer-Encoding stay even when
+// named: they are not the peer's to remove.
 func removeHopByHop(h header) {
-	if c := h.PeekBytes(hdrConn); len(c) > 0 {
-		var names [8][64]byte
-		var lens [8]int
-		n := 0
-		forEachToken(c, func(tok []byte) {
-			if n < len(names) && len(tok) <= 64 {
-				lens[n] = copy(names[n][:], tok)
-				n++
-			}
-		})
-		for i := 0; i < n; i++ {
-			h.DelBytes(names[i][:lens[i]])
-		}
-		h.DelBytes(hdrConn)
+	var buf [256]byte
+	named := buf[:0]
+	// Copied first: deleting headers moves the bytes PeekAll points into.
+	for _, line := range h.PeekAll(fasthttp.HeaderConnection) {
+		named = append(named, line...)
+		named = append(named, ',')
 	}
+	for len(named) > 0 {
+		var tok []byte
+		tok, named, _ = bytes.Cut(named, comma)
+		if tok = bytes.TrimSpace(tok); len(tok) > 0 && !framing(tok) {
+			h.DelBytes(tok)
+		}
+	}
+	h.DelBytes(hdrConn)
 	for _, k := range hopByHop {
 		h.DelBytes(k)
 	}
 }
 
-// forEachToken calls f for each comma-separated token of v, trimmed.
-func forEachToken(v []byte, f func([]byte)) {
-	for len(v) > 0 {
-		i := bytes.IndexByte(v, ',')
-		tok := v
-		if i >= 0 {
-			tok, v = v[:i], v[i+1:]
-		} else {
-			v = nil
-		}
-		tok = bytes.TrimSpace(tok)
-		if len(tok) > 0 && !bytes.EqualFold(tok, []byte("close")) && !bytes.EqualFold(tok, []byte("keep-alive")) {
-			f(tok)
-		}
-	}
+var comma = []byte(",")
+
+// framing reports whether name is a header fasthttp needs to frame the
+// message.
+func framing(name []byte) bool {
+	return bytes.EqualFold(name, []byte(fasthttp.HeaderHost)) ||
+		bytes.EqualFold(name, []byte(fasthttp.HeaderContentLength)) ||
+		bytes.EqualFold(name, []byte(fasthttp.HeaderTransferEncoding))
 }
 
 func setStickyCookie(resp *fasthttp.Response, name, version string) {

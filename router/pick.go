@@ -204,11 +204,20 @@ func (v *Version) PickBackend(now int64) *Backend {
 	return nil
 }
 
-// PickOther is PickBackend skipping tried (for a retry on another backend).
+// PickOther returns the first available backend of v after tried, in
+// v's order, for a retry on another backend; nil when there is none. It
+// leaves the round robin alone: a retry that advanced it would shift the
+// rotation so that the failing backend took every request's first try.
 func (v *Version) PickOther(now int64, tried *Backend) *Backend {
-	n := uint32(len(v.Backends))
-	start := v.rr.Add(1)
-	for i := uint32(0); i < n; i++ {
+	n := len(v.Backends)
+	start := 0
+	for i, b := range v.Backends {
+		if b == tried {
+			start = i + 1
+			break
+		}
+	}
+	for i := range n {
 		if b := v.Backends[(start+i)%n]; b != tried && b.State.Available(now) {
 			return b
 		}
