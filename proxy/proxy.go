@@ -136,7 +136,7 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	status := p.forward(ctx, r, v, b, start)
 
 	resp := &ctx.Response
-	removeHopByHop(&resp.Header)
+	removeResponseHopByHop(&resp.Header)
 	resp.Header.ResetConnectionClose()
 	if clientClose {
 		resp.SetConnectionClose()
@@ -372,28 +372,21 @@ func appendHex(dst []byte, n uint64) []byte {
 	return append(dst, b[:]...)
 }
 
-// header is what removeHopByHop needs of a request or response header.
-type header interface {
-	PeekAll(key string) [][]byte
-	DelBytes(key []byte)
-}
-
-// removeHopByHop deletes the hop-by-hop headers and every header that a
-// Connection line names (RFC 9110 7.6.1). fasthttp frames the message
-// itself, so Host, Content-Length and Transfer-Encoding stay even when
-// named: they are not the peer's to remove.
-func removeHopByHop(h header) {
+// removeHopByHop deletes the hop-by-hop headers of a request and every
+// header that a Connection line names (RFC 9110 7.6.1). fasthttp frames the
+// message itself, so Host, Content-Length and Transfer-Encoding stay even
+// when named: they are not the peer's to remove.
+//
+// It and removeResponseHopByHop are twins rather than one function over an
+// interface, because a slice passed to an interface method escapes, and
+// the names' buffer would be allocated per request.
+func removeHopByHop(h *fasthttp.RequestHeader) {
 	var buf [256]byte
-	named := buf[:0]
 	// Copied first: deleting headers moves the bytes PeekAll points into.
-	for _, line := range h.PeekAll(fasthttp.HeaderConnection) {
-		named = append(named, line...)
-		named = append(named, ',')
-	}
+	named := appendLines(buf[:0], h.PeekAll(fasthttp.HeaderConnection))
 	for len(named) > 0 {
 		var tok []byte
-		tok, named, _ = bytes.Cut(named, comma)
-		if tok = bytes.TrimSpace(tok); len(tok) > 0 && !framing(tok) {
+		if tok, named = nextToken(named); tok != nil {
 			h.DelBytes(tok)
 		}
 	}
@@ -401,6 +394,41 @@ func removeHopByHop(h header) {
 	for _, k := range hopByHop {
 		h.DelBytes(k)
 	}
+}
+
+// removeResponseHopByHop is removeHopByHop for a response.
+func removeResponseHopByHop(h *fasthttp.ResponseHeader) {
+	var buf [256]byte
+	named := appendLines(buf[:0], h.PeekAll(fasthttp.HeaderConnection))
+	for len(named) > 0 {
+		var tok []byte
+		if tok, named = nextToken(named); tok != nil {
+			h.DelBytes(tok)
+		}
+	}
+	h.DelBytes(hdrConn)
+	for _, k := range hopByHop {
+		h.DelBytes(k)
+	}
+}
+
+// appendLines appends each line, and a comma, to dst.
+func appendLines(dst []byte, lines [][]byte) []byte {
+	for _, line := range lines {
+		dst = append(dst, line...)
+		dst = append(dst, ',')
+	}
+	return dst
+}
+
+// nextToken splits the first comma-separated token off list; tok is nil
+// when it is empty or names a framing header.
+func nextToken(list []byte) (tok, rest []byte) {
+	tok, rest, _ = bytes.Cut(list, comma)
+	if tok = bytes.TrimSpace(tok); len(tok) == 0 || framing(tok) {
+		return nil, rest
+	}
+	return tok, rest
 }
 
 var comma = []byte(",")
