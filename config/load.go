@@ -4,12 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
-	"regexp"
+	"reflect"
 	"sort"
-	"strconv"
-	"strings"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -68,30 +67,53 @@ func Load(path string) (*Config, error) {
 	return Parse(path, data)
 }
 
-var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
-
 // Parse decodes data as the config file named file (used in messages and to
 // resolve relative paths), applies defaults and validates it.
+//
+// Problems of form (YAML syntax, unknown keys, duplicate keys, wrong types)
+// are reported first, all of them; once the file decodes, every problem of
+// value is reported. The two are not mixed, because a value that failed to
+// decode would show up again as a misleading second problem (a weight that
+// is not a number would also make the weights not total 100).
 func Parse(file string, data []byte) (*Config, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, yamlProblems(file, err)
+	if err := dec.Decode(&root); err != nil && err != io.EOF {
+		return nil, joinSorted(syntaxProblems(file, data, err))
 	}
 	if len(root.Content) == 0 || root.Content[0].Kind != yaml.MappingNode {
 		line := 1
 		if len(root.Content) > 0 {
-			line = root.Content[0].Line
+			line = min(root.Content[0].Line, lastLine(data))
 		}
-		return nil, &Problem{File: file, Line: line, Msg: "the config must be a YAML mapping with at least `routes:`"}
+		return nil, &Problem{File: file, Line: line, Msg: "the config must be a YAML mapping of keys such as listen: and routes:, with at least one route"}
+	}
+	probs := checkForm(file, root.Content[0], reflect.TypeFor[Config]())
+	var next yaml.Node
+	switch err := dec.Decode(&next); {
+	case err == nil:
+		probs = append(probs, &Problem{File: file, Line: next.Line,
+			Msg: "a second YAML document (after ---): the config is one document; remove it or the --- line"})
+	case err != io.EOF:
+		probs = append(probs, syntaxProblems(file, data, err)...)
 	}
 	c := &Config{}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(c); err != nil {
-		return nil, yamlProblems(file, err)
+	// checkForm has reported unknown and duplicate keys (and removed the
+	// duplicates), so the node is decoded without KnownFields: that way
+	// every problem is reported, where yaml.v3 skips a whole mapping that
+	// has a duplicate key.
+	if err := root.Content[0].Decode(c); err != nil {
+		probs = append(probs, decodeProblems(file, data, &root, err, len(probs) > 0)...)
+	}
+	if len(probs) > 0 {
+		for _, p := range probs {
+			p.Line = min(p.Line, lastLine(data))
+		}
+		return nil, joinSorted(probs)
 	}
 	c.File = file
 	c.root = &root
+	c.lines = lastLine(data)
 	c.fillOrder()
 	c.applyDefaults()
 	if err := c.Validate(); err != nil {
@@ -100,80 +122,56 @@ func Parse(file string, data []byte) (*Config, error) {
 	return c, nil
 }
 
-// yamlProblems turns yaml.v3's errors ("line 3: ...") into Problems.
-func yamlProblems(file string, err error) error {
-	var msgs []string
-	var te *yaml.TypeError
-	if errors.As(err, &te) {
-		msgs = te.Errors
-	} else {
-		msgs = []string{err.Error()}
-	}
-	var out []error
-	for _, m := range msgs {
-		p := &Problem{File: file, Msg: strings.TrimPrefix(m, "yaml: ")}
-		if sm := yamlLine.FindStringSubmatch(m); sm != nil {
-			p.Line, _ = strconv.Atoi(sm[1])
-			p.Msg = sm[2]
+// joinSorted joins probs in line order, dropping repeats (a mapping reached
+// twice through an alias). The sort is stable, so problems on one line keep
+// the order they were found in.
+func joinSorted(probs []*Problem) error {
+	sort.SliceStable(probs, func(i, j int) bool { return probs[i].Line < probs[j].Line })
+	var errs []error
+	seen := map[Problem]bool{}
+	for _, p := range probs {
+		if !seen[*p] {
+			seen[*p] = true
+			errs = append(errs, p)
 		}
-		p.Msg = friendlier(p.Msg)
-		out = append(out, p)
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].(*Problem).Line < out[j].(*Problem).Line })
-	return errors.Join(out...)
-}
-
-var (
-	unknownField = regexp.MustCompile(`^field (\S+) not found in type config\.(\w+)$`)
-	cannotDecode = regexp.MustCompile("^cannot unmarshal !!(\\w+) `(.*)` into (.+)$")
-)
-
-func friendlier(m string) string {
-	if sm := unknownField.FindStringSubmatch(m); sm != nil {
-		return fmt.Sprintf("unknown key %q in %s", sm[1], strings.ToLower(sm[2]))
-	}
-	if sm := cannotDecode.FindStringSubmatch(m); sm != nil {
-		want := sm[3]
-		switch {
-		case strings.HasPrefix(want, "[]"):
-			want = "a list"
-		case strings.HasPrefix(want, "map["):
-			want = "a mapping"
-		case want == "int" || want == "int64":
-			want = "a whole number"
-		case want == "float64":
-			want = "a number"
-		case want == "bool":
-			want = "true or false"
-		case want == "string":
-			want = "a string"
-		case strings.HasPrefix(want, "config."):
-			want = "a mapping"
-		}
-		return fmt.Sprintf("%q (a %s) must be %s", sm[2], sm[1], want)
-	}
-	return m
+	return errors.Join(errs...)
 }
 
 // fillOrder records each route's versions in file order: the sticky layout
-// and listings depend on a stable order.
+// and listings depend on a stable order. VersionOrder always lists every key
+// of Versions once: keys the file does not spell as they decode (an alias,
+// a merge key) keep sorted order after the others.
 func (c *Config) fillOrder() {
 	for i := range c.Routes {
 		r := &c.Routes[i]
-		r.VersionOrder = nil
+		var names []string
 		if n := c.node("routes", i, "versions"); n != nil && n.Kind == yaml.MappingNode {
 			for j := 0; j+1 < len(n.Content); j += 2 {
-				r.VersionOrder = append(r.VersionOrder, n.Content[j].Value)
+				names = append(names, n.Content[j].Value)
 			}
 		}
-		if len(r.VersionOrder) != len(r.Versions) { // built in code, not from a file
-			r.VersionOrder = r.VersionOrder[:0]
-			for name := range r.Versions {
-				r.VersionOrder = append(r.VersionOrder, name)
-			}
-			sort.Strings(r.VersionOrder)
+		r.VersionOrder = versionOrder(r.Versions, names)
+	}
+}
+
+// versionOrder returns the keys of versions, those in names first in that
+// order, then the rest sorted.
+func versionOrder(versions map[string]Version, names []string) []string {
+	out := make([]string, 0, len(versions))
+	seen := make(map[string]bool, len(versions))
+	for _, v := range names {
+		if _, ok := versions[v]; ok && !seen[v] {
+			out = append(out, v)
+			seen[v] = true
 		}
 	}
+	for _, v := range sortedKeys(versions) {
+		if !seen[v] {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // node finds the node at path (mapping keys as strings, sequence indexes as
@@ -187,6 +185,9 @@ func (c *Config) node(path ...any) *yaml.Node {
 // line for a mapping entry, so a problem points at the key it is about.
 func (c *Config) line(path ...any) int {
 	_, line := c.locate(path...)
+	if c.lines > 0 {
+		line = min(line, c.lines)
+	}
 	return line
 }
 
@@ -197,6 +198,9 @@ func (c *Config) locate(path ...any) (*yaml.Node, int) {
 	n := c.root.Content[0]
 	line := n.Line
 	for _, p := range path {
+		if n.Kind == yaml.AliasNode && n.Alias != nil {
+			n = n.Alias
+		}
 		switch k := p.(type) {
 		case string:
 			if n.Kind != yaml.MappingNode {

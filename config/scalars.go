@@ -19,7 +19,7 @@ func (d Duration) D() time.Duration { return time.Duration(d) }
 // UnmarshalYAML implements yaml.Unmarshaler.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
-		return typeErr(n, "must be a duration such as 250ms or 10m")
+		return typeErr(n, fmt.Sprintf("found %s where a duration such as 250ms or 10m is expected", kindName(n)))
 	}
 	if n.Value == "0" {
 		*d = 0
@@ -27,7 +27,11 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	}
 	v, err := time.ParseDuration(n.Value)
 	if err != nil {
-		return typeErr(n, fmt.Sprintf("%q is not a duration (use Go durations such as 250ms, 30s, 10m)", n.Value))
+		hint := ""
+		if _, err := strconv.ParseFloat(n.Value, 64); err == nil {
+			hint = " (add a unit: ns, us, ms, s, m or h)"
+		}
+		return typeErr(n, fmt.Sprintf("found %s where a duration such as 250ms, 30s or 10m is expected%s", kindName(n), hint))
 	}
 	if v < 0 {
 		return typeErr(n, fmt.Sprintf("duration %s must not be negative", n.Value))
@@ -61,9 +65,11 @@ func PercentFromFloat(f float64) (Percent, error) {
 	if f < 0 || f > 100 {
 		return 0, fmt.Errorf("%v is out of range: percentages are from 0 to 100", f)
 	}
+	// f*100 is off from a whole number by at most a few ulps (2e-12 near
+	// 10000) when f has two decimals; anything further has more.
 	bp := math.Round(f * 100)
-	if math.Abs(bp-f*100) > 1e-6 {
-		return 0, fmt.Errorf("%v has more than two decimals (weights resolve to 0.01%%)", f)
+	if math.Abs(bp-f*100) > 1e-9 {
+		return 0, fmt.Errorf("%v has more than two decimals: percentages resolve to 0.01", f)
 	}
 	return Percent(bp), nil
 }
@@ -76,8 +82,8 @@ func (p Percent) String() string { return strconv.FormatFloat(p.Float(), 'f', -1
 
 // UnmarshalYAML implements yaml.Unmarshaler.
 func (p *Percent) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode || (n.Tag != "!!int" && n.Tag != "!!float") {
-		return typeErr(n, fmt.Sprintf("%q must be a number from 0 to 100 with at most two decimals", n.Value))
+	if n.Kind != yaml.ScalarNode || (n.ShortTag() != "!!int" && n.ShortTag() != "!!float") {
+		return typeErr(n, fmt.Sprintf("found %s where a percentage (a number from 0 to 100 with at most two decimals) is expected", kindName(n)))
 	}
 	v, err := ParsePercent(n.Value)
 	if err != nil {
@@ -107,7 +113,7 @@ func (p *Pause) UnmarshalYAML(n *yaml.Node) error {
 		*p = Pause{Duration: d.D()}
 		return nil
 	}
-	return typeErr(n, "pause must be a duration such as 10m, or {} to wait for `veer resume`")
+	return typeErr(n, fmt.Sprintf("found %s where pause expects a duration such as 10m, or {} to wait for `veer resume`", kindName(n)))
 }
 
 // MarshalYAML implements yaml.Marshaler.
@@ -122,4 +128,28 @@ func (p Pause) MarshalYAML() (any, error) {
 // decoder collects it with the others instead of stopping.
 func typeErr(n *yaml.Node, msg string) error {
 	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %s", n.Line, msg)}}
+}
+
+// kindName describes what n holds, for messages: text with its value, a
+// list, a mapping.
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.MappingNode:
+		if len(n.Content) > 0 {
+			return "a mapping with keys"
+		}
+		return "a mapping"
+	case yaml.ScalarNode:
+		if n.ShortTag() == "!!null" {
+			return "nothing"
+		}
+		v := n.Value
+		if len(v) > 40 {
+			v = v[:37] + "..."
+		}
+		return fmt.Sprintf("%q", v)
+	}
+	return "something else"
 }

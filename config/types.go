@@ -30,6 +30,9 @@ type Config struct {
 	File string `yaml:"-"`
 	// root is the parsed document, kept to give validation problems a line.
 	root *yaml.Node
+	// lines is the file's number of lines: yaml.v3 puts a value left empty
+	// at the end of the file on the line after the last.
+	lines int
 }
 
 // Admin is the admin listener (API, /metrics, dashboard).

@@ -3,6 +3,8 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io"
+	"math"
 	"net"
 	"net/netip"
 	"net/url"
@@ -20,27 +22,31 @@ const (
 	DefaultAdminListen    = "127.0.0.1:9901"
 	DefaultStateFile      = "veer-state.json"
 	DefaultOverrideHeader = "X-Veer-Version"
+	DefaultAdminRateLimit = 20 // admin API requests per second per client
 )
 
 // EventTypes are the event types of SPEC's EVENT, which webhooks may filter on.
 var EventTypes = []string{"rollback", "promote", "switch", "weights", "undo", "step",
 	"reload", "reload-failed", "backend-down", "backend-up", "freeze", "pause", "resume"}
 
+// applyDefaults fills in what the file leaves out; docs/config.md lists
+// every default.
 func (c *Config) applyDefaults() {
 	setStr(&c.Listen, DefaultListen)
 	setStr(&c.Admin.Listen, DefaultAdminListen)
 	setStr(&c.StateFile, DefaultStateFile)
+	if c.Admin.RateLimit == 0 {
+		c.Admin.RateLimit = DefaultAdminRateLimit
+	}
 	setDur(&c.DrainTimeout, 15*time.Second)
 	setInt(&c.Limits.MaxHeaderBytes, 16<<10)
 	setInt(&c.Limits.MaxURIBytes, 8<<10)
 	setDur(&c.Limits.HeaderReadTimeout, 10*time.Second)
 	setDur(&c.Limits.ClientIdleTimeout, 60*time.Second)
-	if c.RateLimit.RequestsPerSecond > 0 && c.RateLimit.Burst == 0 {
-		c.RateLimit.Burst = int(c.RateLimit.RequestsPerSecond) + 1
+	if rps := c.RateLimit.RequestsPerSecond; rps > 0 && rps <= maxRate && c.RateLimit.Burst == 0 {
+		c.RateLimit.Burst = int(rps) + 1
 	}
-	if c.AccessLog.Path != "" {
-		setStr(&c.AccessLog.Format, "json")
-	}
+	setStr(&c.AccessLog.Format, "json")
 	for i := range c.Routes {
 		r := &c.Routes[i]
 		setStr(&r.Match.PathPrefix, "/")
@@ -106,7 +112,7 @@ func (c *Config) applyDefaults() {
 			n := 1
 			r.Retries.Attempts = &n
 		}
-		if r.Mirror.Version != "" && r.Mirror.MaxBodyBytes == 0 {
+		if r.Mirror.MaxBodyBytes == 0 {
 			r.Mirror.MaxBodyBytes = 64 << 10
 		}
 	}
@@ -130,12 +136,29 @@ func setDur(x *Duration, d time.Duration) {
 	}
 }
 
+// maxRate bounds the rates of rate_limit and admin.rate_limit (requests per
+// second), so that the derived burst fits an int.
+const maxRate = 1_000_000
+
 var (
 	nameRE    = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 	versionRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 	tokenRE   = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 	hostRE    = regexp.MustCompile(`^(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$`)
 )
+
+// hostnameRE is a host name as resolvers take it: labels of letters, digits,
+// - and _ (Docker Compose service names have underscores), an optional
+// final dot.
+var hostnameRE = regexp.MustCompile(`^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$`)
+
+// validHost reports whether h is an IP address or a host name.
+func validHost(h string) bool {
+	if _, err := netip.ParseAddr(h); err == nil {
+		return true
+	}
+	return len(h) <= 253 && hostnameRE.MatchString(h)
+}
 
 // checker collects problems with their lines.
 type checker struct {
@@ -152,17 +175,19 @@ func (k *checker) add(msg string, path ...any) {
 func (c *Config) Validate() error {
 	k := &checker{c: c}
 	k.addr(c.Listen, "listen")
-	k.addr(c.Admin.Listen, "admin", "listen")
-	if c.Admin.Listen != "" && !IsLoopback(c.Admin.Listen) && c.Admin.TokenFile == "" {
-		k.add(fmt.Sprintf("admin.listen %s is not a loopback address: set admin.token_file so the admin API needs a token", c.Admin.Listen), "admin", "listen")
+	if k.addr(c.Admin.Listen, "admin", "listen") && !IsLoopback(c.Admin.Listen) && c.Admin.TokenFile == "" {
+		k.add(fmt.Sprintf("admin.listen %s is not a loopback address: set admin.token_file so that the admin API needs a token", c.Admin.Listen), "admin", "listen")
 	}
 	if c.Admin.TokenFile != "" {
 		if _, err := ReadToken(c.ResolvePath(c.Admin.TokenFile)); err != nil {
 			k.add(err.Error(), "admin", "token_file")
 		}
 	}
-	if c.Admin.RateLimit < 0 {
-		k.add("admin.rate_limit must not be negative", "admin", "rate_limit")
+	if r := c.Admin.RateLimit; !(r >= 0 && r <= maxRate) {
+		k.add(fmt.Sprintf("admin.rate_limit %v must be from 0 (the default, %d) to %d requests per second", r, DefaultAdminRateLimit, maxRate), "admin", "rate_limit")
+	}
+	if c.DrainTimeout < 0 {
+		k.add("drain_timeout must not be negative", "drain_timeout")
 	}
 	for i, p := range c.TrustedProxies {
 		if _, err := ParsePrefix(p); err != nil {
@@ -170,11 +195,14 @@ func (c *Config) Validate() error {
 		}
 	}
 	k.limits()
-	if c.AccessLog.Path != "" && c.AccessLog.Format != "json" && c.AccessLog.Format != "combined" {
-		k.add(fmt.Sprintf("access_log.format %q must be json or combined", c.AccessLog.Format), "access_log", "format")
+	if f := c.AccessLog.Format; f != "" && f != "json" && f != "combined" {
+		k.add(fmt.Sprintf("access_log.format %q must be json or combined", f), "access_log", "format")
 	}
-	if c.RateLimit.RequestsPerSecond < 0 || c.RateLimit.Burst < 0 {
-		k.add("rate_limit values must not be negative", "rate_limit")
+	if r := c.RateLimit.RequestsPerSecond; !(r >= 0 && r <= maxRate) {
+		k.add(fmt.Sprintf("rate_limit.requests_per_second %v must be from 0 (off) to %d", r, maxRate), "rate_limit", "requests_per_second")
+	}
+	if c.RateLimit.Burst < 0 {
+		k.add("rate_limit.burst must not be negative (0 = requests_per_second + 1)", "rate_limit", "burst")
 	}
 	if len(c.Routes) == 0 {
 		k.add("no routes: add at least one under `routes:`", "routes")
@@ -183,23 +211,27 @@ func (c *Config) Validate() error {
 	matches := map[string]string{}
 	for i := range c.Routes {
 		r := &c.Routes[i]
-		if !nameRE.MatchString(r.Name) {
+		if r.Name == "" {
+			k.add("route has no name: add name: with 1-63 characters of [a-z0-9-]", "routes", i)
+		} else if !nameRE.MatchString(r.Name) {
 			k.add(fmt.Sprintf("route name %q must be 1-63 characters of [a-z0-9-], not starting or ending with -", r.Name), "routes", i, "name")
 		} else if j, dup := names[r.Name]; dup {
-			k.add(fmt.Sprintf("route name %q is already used by route %d", r.Name, j+1), "routes", i, "name")
+			k.add(fmt.Sprintf("route name %q is already used by route %d (line %d): route names must be unique", r.Name, j+1, c.line("routes", j, "name")), "routes", i, "name")
+		} else {
+			names[r.Name] = i
 		}
-		names[r.Name] = i
 		key := strings.ToLower(r.Match.Host) + " " + r.Match.PathPrefix
 		if other, dup := matches[key]; dup {
-			k.add(fmt.Sprintf("route %q matches the same host and path_prefix as route %q", r.Name, other), "routes", i, "match")
+			k.add(fmt.Sprintf("route %q matches the same host and path_prefix as route %q: one of them would never be used", r.Name, other), "routes", i, "match")
+		} else {
+			matches[key] = r.Name
 		}
-		matches[key] = r.Name
 		k.route(i, r)
 	}
 	for i, w := range c.Notify.Webhooks {
 		u, err := url.Parse(w.URL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			k.add("webhook url must be an absolute http:// or https:// URL", "notify", "webhooks", i, "url")
+			k.add(fmt.Sprintf("webhook url %q must be an absolute http:// or https:// URL", w.URL), "notify", "webhooks", i, "url")
 		}
 		for j, e := range w.Events {
 			if !contains(EventTypes, e) {
@@ -227,16 +259,22 @@ func (k *checker) limits() {
 	}
 }
 
-func (k *checker) addr(a string, path ...any) {
+// addr checks a listen address and reports whether it is good.
+func (k *checker) addr(a string, path ...any) bool {
 	host, port, err := net.SplitHostPort(a)
 	if err != nil {
-		k.add(fmt.Sprintf("%q is not host:port", a), path...)
-		return
+		k.add(fmt.Sprintf("%q is not a listen address: use host:port, such as 127.0.0.1:8080 or :8080", a), path...)
+		return false
 	}
-	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		k.add(fmt.Sprintf("%q: port must be a number from 0 to 65535", a), path...)
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		k.add(fmt.Sprintf("%q: the port must be a number from 0 to 65535", a), path...)
+		return false
 	}
-	_ = host
+	if host != "" && !validHost(host) {
+		k.add(fmt.Sprintf("%q: the host must be an IP address or a host name", a), path...)
+		return false
+	}
+	return true
 }
 
 func (k *checker) route(i int, r *Route) {
@@ -249,12 +287,12 @@ func (k *checker) route(i int, r *Route) {
 		k.add(fmt.Sprintf("match.path_prefix %q must start with /", m.PathPrefix), at("match", "path_prefix")...)
 	}
 	if len(r.Versions) == 0 {
-		k.add("route has no versions", at("versions")...)
+		k.add("route has no versions: add versions: with at least one version and its backends", at("versions")...)
 	}
 	if len(r.Versions) > 64 {
 		k.add("a route may have at most 64 versions", at("versions")...)
 	}
-	for _, name := range r.VersionOrder {
+	for _, name := range versionOrder(r.Versions, r.VersionOrder) {
 		v := r.Versions[name]
 		if !versionRE.MatchString(name) {
 			k.add(fmt.Sprintf("version name %q must be 1-63 characters of [A-Za-z0-9._-]", name), at("versions", name)...)
@@ -271,6 +309,12 @@ func (k *checker) route(i int, r *Route) {
 			}
 			seen[b] = true
 		}
+		if t := v.TLS; !t.Enabled && (t.CAFile != "" || t.ServerName != "" || t.InsecureSkipVerify) {
+			k.add(fmt.Sprintf("version %q: tls settings without tls.enabled: true; add it to use HTTPS to these backends", name), at("versions", name, "tls")...)
+		}
+		if t := v.TLS; t.InsecureSkipVerify && t.CAFile != "" {
+			k.add(fmt.Sprintf("version %q: tls.ca_file is unused with tls.insecure_skip_verify: true; drop one of them", name), at("versions", name, "tls", "insecure_skip_verify")...)
+		}
 		if v.TLS.CAFile != "" {
 			if _, err := os.Stat(k.c.ResolvePath(v.TLS.CAFile)); err != nil {
 				k.add(fmt.Sprintf("version %q: tls.ca_file: %v", name, err), at("versions", name, "tls", "ca_file")...)
@@ -279,7 +323,9 @@ func (k *checker) route(i int, r *Route) {
 	}
 	has := func(v string) bool { _, ok := r.Versions[v]; return ok }
 	if r.Stable == "" {
-		k.add("stable is required when a route has more than one version", at()...)
+		if len(r.Versions) > 1 {
+			k.add("stable is required when a route has more than one version: name the known-good version", at()...)
+		}
 	} else if !has(r.Stable) {
 		k.add(fmt.Sprintf("stable %q is not a version of this route", r.Stable), at("stable")...)
 	}
@@ -291,12 +337,15 @@ func (k *checker) route(i int, r *Route) {
 	var total int
 	for _, v := range sortedKeys(r.Weights) {
 		if !has(v) {
-			k.add(fmt.Sprintf("weights name %q, which is not a version of this route", v), at("weights", v)...)
+			k.add(fmt.Sprintf("weights name %q, which is not a version of this route (versions: %s)", v, strings.Join(versionOrder(r.Versions, r.VersionOrder), ", ")), at("weights", v)...)
+		}
+		if w := r.Weights[v]; w < 0 || w > PercentScale {
+			k.add(fmt.Sprintf("weight of %q is %s: weights are from 0 to 100", v, w), at("weights", v)...)
 		}
 		total += int(r.Weights[v])
 	}
 	if len(r.Weights) > 0 && total != PercentScale {
-		k.add(fmt.Sprintf("weights total %s, they must total 100", Percent(total)), at("weights")...)
+		k.add(fmt.Sprintf("weights total %s; they must total 100", Percent(total)), at("weights")...)
 	}
 	if s := r.Sticky; s.Header != "" && !tokenRE.MatchString(s.Header) {
 		k.add(fmt.Sprintf("sticky.header %q is not a valid header name", s.Header), at("sticky", "header")...)
@@ -304,8 +353,8 @@ func (k *checker) route(i int, r *Route) {
 	if s := r.Sticky; s.Cookie != "" && !tokenRE.MatchString(s.Cookie) {
 		k.add(fmt.Sprintf("sticky.cookie %q is not a valid cookie name", s.Cookie), at("sticky", "cookie")...)
 	}
-	if h := *r.OverrideHeader; h != "" && !tokenRE.MatchString(h) {
-		k.add(fmt.Sprintf("override_header %q is not a valid header name", h), at("override_header")...)
+	if h := r.OverrideHeader; h != nil && *h != "" && !tokenRE.MatchString(*h) {
+		k.add(fmt.Sprintf("override_header %q is not a valid header name", *h), at("override_header")...)
 	}
 	for j, ru := range r.Rules {
 		p := at("rules", j)
@@ -316,10 +365,13 @@ func (k *checker) route(i int, r *Route) {
 			}
 		}
 		if n != 1 {
-			k.add("a rule names exactly one of header, cookie or query", p...)
+			k.add(fmt.Sprintf("a rule names exactly one of header, cookie or query; this one names %d", n), p...)
 		}
 		if ru.Header != "" && !tokenRE.MatchString(ru.Header) {
 			k.add(fmt.Sprintf("rule header %q is not a valid header name", ru.Header), append(p, "header")...)
+		}
+		if ru.Cookie != "" && !tokenRE.MatchString(ru.Cookie) {
+			k.add(fmt.Sprintf("rule cookie %q is not a valid cookie name", ru.Cookie), append(p, "cookie")...)
 		}
 		ops := 0
 		if ru.Equals != nil {
@@ -331,19 +383,22 @@ func (k *checker) route(i int, r *Route) {
 		if ru.Regex != "" {
 			ops++
 			if _, err := regexp.Compile(ru.Regex); err != nil {
-				k.add(fmt.Sprintf("rule regex: %v", err), append(p, "regex")...)
+				k.add(fmt.Sprintf("rule regex %q does not compile (Go RE2 syntax): %v", ru.Regex, err), append(p, "regex")...)
 			}
 		}
 		if ops > 1 {
 			k.add("a rule uses at most one of equals, prefix or regex", p...)
 		}
 		if ru.Version == "" {
-			k.add("a rule needs a version", p...)
+			k.add("a rule needs a version: the version its requests go to", p...)
 		} else if !has(ru.Version) {
 			k.add(fmt.Sprintf("rule version %q is not a version of this route", ru.Version), append(p, "version")...)
 		}
 	}
 	rb := r.Rollback
+	if rb.MaxErrorRate == nil {
+		k.add("rollback.max_error_rate is required", at("rollback")...)
+	}
 	if rb.Window.D() < time.Second {
 		k.add("rollback.window must be at least 1s", at("rollback", "window")...)
 	}
@@ -353,14 +408,14 @@ func (k *checker) route(i int, r *Route) {
 	if rb.MinRequests < 1 {
 		k.add("rollback.min_requests must be at least 1", at("rollback", "min_requests")...)
 	}
-	if rb.MaxP99Ratio < 0 {
-		k.add("rollback.max_p99_ratio must not be negative (0 = off)", at("rollback", "max_p99_ratio")...)
+	if !ratioOK(rb.MaxP99Ratio) {
+		k.add(fmt.Sprintf("rollback.max_p99_ratio %v must be 0 (off) or a ratio such as 1.1", rb.MaxP99Ratio), at("rollback", "max_p99_ratio")...)
 	}
 	if rb.Action != "rollback" && rb.Action != "freeze" {
 		k.add(fmt.Sprintf("rollback.action %q must be rollback or freeze", rb.Action), at("rollback", "action")...)
 	}
 	if len(r.Steps) > 0 && r.Candidate == "" {
-		k.add("steps need a candidate: name the version the steps move", at("steps")...)
+		k.add("steps need a candidate: name the version the steps move (candidate: defaults only when a route has two versions)", at("steps")...)
 	}
 	for j, s := range r.Steps {
 		p := at("steps", j)
@@ -379,12 +434,15 @@ func (k *checker) route(i int, r *Route) {
 			if a.MinRequests < 1 {
 				k.add("analysis.min_requests must be at least 1", append(p, "analysis", "min_requests")...)
 			}
-			if a.MaxP99Ratio < 0 {
-				k.add("analysis.max_p99_ratio must not be negative", append(p, "analysis", "max_p99_ratio")...)
+			if a.MaxErrorRate == nil {
+				k.add("analysis.max_error_rate is required", append(p, "analysis")...)
+			}
+			if !ratioOK(a.MaxP99Ratio) {
+				k.add(fmt.Sprintf("analysis.max_p99_ratio %v must be 0 (off) or a ratio such as 1.1", a.MaxP99Ratio), append(p, "analysis", "max_p99_ratio")...)
 			}
 		}
 		if n != 1 {
-			k.add("a step is exactly one of set_weight, pause or analysis", p...)
+			k.add(fmt.Sprintf("a step is exactly one of set_weight, pause or analysis; this one has %d", n), p...)
 		}
 	}
 	if hc := r.HealthCheck; hc.Path != "" {
@@ -400,15 +458,16 @@ func (k *checker) route(i int, r *Route) {
 	} else if hc.Interval != 0 || hc.Timeout != 0 || hc.Healthy != 0 || hc.Unhealthy != 0 {
 		k.add("health_check needs a path", at("health_check")...)
 	}
-	if *r.Outlier.Consecutive5xx < 0 {
+	if n := r.Outlier.Consecutive5xx; n != nil && *n < 0 {
 		k.add("outlier.consecutive_5xx must not be negative (0 = off)", at("outlier", "consecutive_5xx")...)
 	}
-	if a := *r.Retries.Attempts; a < 0 || a > 10 {
-		k.add("retries.attempts must be from 0 to 10", at("retries", "attempts")...)
+	if a := r.Retries.Attempts; a != nil && (*a < 0 || *a > 10) {
+		k.add(fmt.Sprintf("retries.attempts %d must be from 0 to 10 (retries after the first try)", *a), at("retries", "attempts")...)
 	}
 	if mv := r.Mirror.Version; mv != "" && !has(mv) {
 		k.add(fmt.Sprintf("mirror.version %q is not a version of this route", mv), at("mirror", "version")...)
-	} else if mv != "" && r.Mirror.MaxBodyBytes < 0 {
+	}
+	if r.Mirror.MaxBodyBytes < 0 {
 		k.add("mirror.max_body_bytes must not be negative", at("mirror", "max_body_bytes")...)
 	}
 	if r.Mirror.Version == "" && r.Mirror.Percent != 0 {
@@ -416,14 +475,23 @@ func (k *checker) route(i int, r *Route) {
 	}
 }
 
+// ratioOK accepts 0 (off) and finite ratios above 0.
+func ratioOK(r float64) bool { return r >= 0 && !math.IsInf(r, 1) }
+
 // checkBackend accepts host:port with a port from 1 to 65535.
 func checkBackend(b string) error {
+	if strings.Contains(b, "://") {
+		return fmt.Errorf("backend %q must be host:port without a scheme (for HTTPS set the version's tls.enabled: true)", b)
+	}
 	host, port, err := net.SplitHostPort(b)
 	if err != nil || host == "" {
-		return fmt.Errorf("backend %q is not host:port", b)
+		return fmt.Errorf("backend %q is not host:port, such as 127.0.0.1:9001 or app.internal:80", b)
 	}
-	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return fmt.Errorf("backend %q: port must be from 1 to 65535", b)
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return fmt.Errorf("backend %q: the port must be a number from 1 to 65535", b)
+	}
+	if !validHost(host) {
+		return fmt.Errorf("backend %q: the host must be an IP address or a host name", b)
 	}
 	return nil
 }
@@ -453,11 +521,31 @@ func IsLoopback(addr string) bool {
 	return err == nil && a.IsLoopback()
 }
 
-// ReadToken reads a bearer token file, trimming surrounding white space.
+// maxTokenFile bounds what ReadToken reads.
+const maxTokenFile = 4 << 10
+
+// ReadToken reads a bearer token file, trimming surrounding white space. The
+// file must be a regular file (a symlink to one is fine, as Kubernetes
+// secrets are) of at most 4 KiB: a FIFO or a device would block or never end.
 func ReadToken(path string) (string, error) {
-	b, err := os.ReadFile(path)
+	fi, err := os.Stat(path)
 	if err != nil {
 		return "", fmt.Errorf("admin.token_file: %v", err)
+	}
+	if !fi.Mode().IsRegular() || fi.Size() > maxTokenFile {
+		return "", fmt.Errorf("admin.token_file %s must be a regular file of at most %d bytes", path, maxTokenFile)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("admin.token_file: %v", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxTokenFile+1))
+	if err != nil {
+		return "", fmt.Errorf("admin.token_file: %v", err)
+	}
+	if len(b) > maxTokenFile {
+		return "", fmt.Errorf("admin.token_file %s must be a regular file of at most %d bytes", path, maxTokenFile)
 	}
 	t := strings.TrimSpace(string(b))
 	if len(t) < 16 {
