@@ -49,16 +49,16 @@ func TestMain(m *testing.M) {
 // Backend is a real HTTP backend on 127.0.0.1:0 that answers with its name
 // and records what it received. Safe for concurrent use.
 type Backend struct {
-	Name     string
-	Addr     string
-	Hits     atomic.Int64
-	status   atomic.Int64 // 0 = 200
+	Name      string
+	Addr      string
+	Hits      atomic.Int64
+	status    atomic.Int64 // 0 = 200
 	failEvery atomic.Int64 // answer 500 to every Nth request (0 = never)
-	srv      *http.Server
-	mu       sync.Mutex
-	last     http.Header
-	lastHost string
-	lastURI  string
+	srv       *http.Server
+	mu        sync.Mutex
+	last      http.Header
+	lastHost  string
+	lastURI   string
 }
 
 // NewBackend starts a backend; it stops at the end of the test.

@@ -150,9 +150,6 @@ func (c *Controller) promoteLocked(rc *config.Route, rs *state.Route, version, s
 			}
 		}
 		if version == "" {
-			version = rc.Candidate
-		}
-		if version == "" {
 			return Result{}, fmt.Errorf("%w: nothing to promote: no version but stable %s has weight; name one", ErrConflict, cur.Stable)
 		}
 	}
@@ -181,7 +178,10 @@ func (c *Controller) Rollback(route, who string) (Result, error) {
 	}
 	cur := rs.Current()
 	w := map[string]float64{cur.Stable: 100}
-	rs.StepsDone, rs.Paused = true, false
+	if len(rc.Steps) > 0 && !rs.StepsDone {
+		rs.StepsDone, rs.Paused = true, false // the rollout ends here
+		c.save()
+	}
 	if sameWeights(rc, cur.Weights, w) {
 		return Result{Revision: cur}, nil
 	}
@@ -269,7 +269,10 @@ func (c *Controller) Undo(route string, n int, who string) (Result, error) {
 	}
 	cur := rs.Current()
 	if n <= 0 {
-		n = cur.Revision - 1
+		if len(rs.Revisions) < 2 {
+			return Result{}, fmt.Errorf("%w: nothing to undo: route %s has only revision %d", ErrConflict, route, cur.Revision)
+		}
+		n = rs.Revisions[len(rs.Revisions)-2].Revision
 	}
 	if n == cur.Revision {
 		return Result{}, fmt.Errorf("%w: revision %d is already the current one", ErrConflict, n)

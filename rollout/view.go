@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"time"
 
@@ -92,7 +93,7 @@ func (c *Controller) view(r *router.Route, rs *state.Route, now time.Time) Route
 		Name: r.Name, Match: MatchView{Host: rc.Match.Host, PathPrefix: rc.Match.PathPrefix},
 		Stable: cur.Stable, Candidate: rc.Candidate, Revision: cur.Revision, Weights: map[string]float64{},
 		Versions: map[string]VersionView{}, Order: rc.VersionOrder, Window: rc.Rollback.Window.D().String(),
-		RolledBack: rs.RolledBack, Frozen: rs.Frozen, Previous: rs.PreviousStable,
+		RolledBack: maps.Clone(rs.RolledBack), Frozen: rs.Frozen, Previous: rs.PreviousStable,
 	}
 	ns := now.UnixNano()
 	for _, ver := range r.Versions {
