@@ -59,7 +59,8 @@ func New(t *router.Table, m *metrics.Metrics, log *slog.Logger) *Proxy {
 // the table they started with.
 func (p *Proxy) Store(t *router.Table) { p.table.Store(t) }
 
-// Table returns the current routing table (never nil).
+// Table returns the current routing table (nil before the first Store
+// when New was given none).
 func (p *Proxy) Table() *router.Table { return p.table.Load() }
 
 var (
@@ -72,6 +73,7 @@ var (
 	strHTTP     = []byte("http")
 	strHTTPS    = []byte("https")
 	retryAfter5 = []byte("5")
+	retryAfter1 = []byte("1")
 )
 
 // hopByHop are removed in both directions (RFC 9110 7.6.1), with every
@@ -85,6 +87,11 @@ var hopByHop = [][]byte{
 func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	defer p.recoverPanic(ctx)
 	t := p.table.Load()
+	if t == nil { // New(nil, ...) until the first Store
+		ctx.Error("veer: starting, no routing table yet\n", fasthttp.StatusServiceUnavailable)
+		ctx.Response.Header.SetBytesV("Retry-After", retryAfter1)
+		return
+	}
 	req := &ctx.Request
 	host, path := req.Header.Host(), req.Header.RequestURI()
 	if len(path) == 0 || path[0] != '/' { // absolute-form: its authority is the host (RFC 9112 3.2.2)

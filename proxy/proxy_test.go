@@ -621,3 +621,13 @@ routes:
 		}
 	}
 }
+
+func TestNoTableYet(t *testing.T) {
+	p := New(nil, metrics.New(), nil)
+	ctx, _ := handlerCtx(t, "")
+	p.Handler(ctx)
+	if code := ctx.Response.StatusCode(); code != 503 || len(ctx.Response.Header.Peek("Retry-After")) == 0 {
+		t.Errorf("before the first table: status %d, Retry-After %q; want 503 with Retry-After",
+			code, ctx.Response.Header.Peek("Retry-After"))
+	}
+}
