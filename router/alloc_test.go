@@ -16,12 +16,17 @@ import (
 // and picking a backend. The race detector allocates, hence the build tag.
 func TestZeroAllocs(t *testing.T) {
 	tbl := compile(t, matchConfig)
-	r := route(t, threeVersions(90, 0, 10, `    rules: [{header: X-Beta, equals: "true", version: canary}]
+	r := route(t, threeVersions(90, 0, 10, `    rules:
+      - {header: X-Beta, equals: "true", version: canary}
+      - {query: preview, version: green}
+      - {header: X-Agent, regex: "^bot-[0-9]+$", version: green}
 `))
 	cookieRoute := route(t, threeVersions(50, 0, 50, "    sticky: {header: X-User-ID, cookie: veer}\n"))
 	now := time.Now().UnixNano()
 	override := get(t, "/", "X-Veer-Version: canary")
 	rule := get(t, "/", "X-Beta: true")
+	queryRule := get(t, "/p?a=1&preview")
+	regexRule := get(t, "/", "X-Agent: bot-42")
 	sticky := get(t, "/", "X-User-ID: user-42")
 	weighted := get(t, "/")
 	cookie := get(t, "/", "Cookie: a=b; veer=canary")
@@ -34,7 +39,7 @@ func TestZeroAllocs(t *testing.T) {
 		req  *fasthttp.Request
 		want router.How
 	}{
-		{r, override, router.ByOverride}, {r, rule, router.ByRule}, {r, sticky, router.ByHeader},
+		{r, override, router.ByOverride}, {r, rule, router.ByRule}, {r, queryRule, router.ByRule}, {r, regexRule, router.ByRule}, {r, sticky, router.ByHeader},
 		{r, weighted, router.ByWeight}, {cookieRoute, cookie, router.ByCookie},
 	} {
 		if _, how := c.r.PickVersion(c.req, now); how != c.want {
@@ -49,6 +54,8 @@ func TestZeroAllocs(t *testing.T) {
 		{"Match wildcard", func() { tbl.Match(wildHost, path) }},
 		{"PickVersion override", func() { r.PickVersion(override, now) }},
 		{"PickVersion rule", func() { r.PickVersion(rule, now) }},
+		{"PickVersion query rule", func() { r.PickVersion(queryRule, now) }},
+		{"PickVersion regex rule", func() { r.PickVersion(regexRule, now) }},
 		{"PickVersion sticky header", func() { r.PickVersion(sticky, now) }},
 		{"PickVersion weighted", func() { r.PickVersion(weighted, now) }},
 		{"PickVersion cookie", func() { cookieRoute.PickVersion(cookie, now) }},

@@ -77,8 +77,8 @@ const (
 // PickVersion chooses the version for req: the override header, the first
 // matching rule, the sticky cookie, the sticky header, then the weights
 // (SPEC "Which version serves a request"). now is unix nanoseconds, for the
-// drain of cookie sessions. It allocates nothing unless a rule looks at the
-// query string.
+// drain of cookie sessions. It allocates nothing: a rule on the query
+// string parses the URI into the request's own, reused buffers.
 func (r *Route) PickVersion(req *fasthttp.Request, now int64) (*Version, How) {
 	h := &req.Header
 	if r.override != nil {
