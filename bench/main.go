@@ -1,0 +1,397 @@
+// Command bench runs veer, nginx and HAProxy side by side on one machine
+// and writes the comparison to bench/results/ (results.md, results.svg).
+//
+// Each proxy is pinned to CPU 0 with one worker (GOMAXPROCS=1,
+// worker_processes 1, nbthread 1); wrk and the harness's own upstream run
+// on CPU 1. The proxies take turns (veer nginx haproxy veer nginx haproxy
+// ...) for -rounds rounds per scenario and the medians are reported.
+// bench/README.md explains the scenarios and the table.
+//
+//	go run ./bench                       # every scenario, 3 rounds of 10s
+//	go run ./bench -quick                # a smoke run of a few seconds each
+//	go run ./bench -scenarios get64,routes1k -rounds 5 -duration 20s
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// options are the command line.
+type options struct {
+	rounds    int
+	duration  time.Duration
+	warmup    time.Duration
+	scenarios []string
+	proxies   []string
+	quick     bool
+	idleConns int
+	out       string
+	profile   bool
+	keep      bool
+	proxyCPU  string
+	loadCPU   string
+	veerSrc   string
+}
+
+func main() {
+	o, err := parseFlags(os.Args[1:])
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string) (*options, error) {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	o := &options{}
+	var scen, prox string
+	fs.IntVar(&o.rounds, "rounds", 3, "rounds per scenario; each round runs every proxy once, in turn")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "measured length of each run")
+	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured load before each run")
+	fs.StringVar(&scen, "scenarios", "", "comma-separated scenarios to run (default all): "+strings.Join(scenarioNames(), ","))
+	fs.StringVar(&prox, "proxies", "veer,nginx,haproxy", "comma-separated proxies to run")
+	fs.BoolVar(&o.quick, "quick", false, "smoke run: 1 round of 2s per scenario, 1,000 idle connections, results to bench/results/raw/quick")
+	fs.IntVar(&o.idleConns, "idle-conns", 10000, "connections for the idle-connection memory scenario")
+	fs.StringVar(&o.out, "out", "", "results `DIR` (default bench/results, or bench/results/raw/quick with -quick)")
+	fs.BoolVar(&o.profile, "profile", false, "run veer under bench/veerprof and keep a CPU and allocation profile per scenario in results/raw/")
+	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory with configs and logs")
+	fs.StringVar(&o.proxyCPU, "proxy-cpu", "0", "CPU list (taskset -c) for the proxy under test")
+	fs.StringVar(&o.loadCPU, "load-cpu", "1", "CPU list (taskset -c) for wrk, the upstream and the harness")
+	fs.StringVar(&o.veerSrc, "veer-src", "", "build veer from this checkout `DIR` instead of this one (before/after comparisons)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: go run ./bench [flags]\n\nRuns veer, nginx and HAProxy side by side; see bench/README.md.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if o.quick {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["rounds"] {
+			o.rounds = 1
+		}
+		if !set["duration"] {
+			o.duration = 2 * time.Second
+		}
+		if !set["warmup"] {
+			o.warmup = 500 * time.Millisecond
+		}
+		if !set["idle-conns"] {
+			o.idleConns = 1000
+		}
+	}
+	if o.rounds < 1 || o.duration < time.Second || o.idleConns < 1 {
+		return nil, errors.New("-rounds must be at least 1, -duration at least 1s, -idle-conns at least 1")
+	}
+	if scen == "" {
+		o.scenarios = scenarioNames()
+	} else {
+		for _, s := range strings.Split(scen, ",") {
+			s = strings.TrimSpace(s)
+			if findScenario(s) == nil {
+				return nil, fmt.Errorf("unknown scenario %q; have %s", s, strings.Join(scenarioNames(), ","))
+			}
+			o.scenarios = append(o.scenarios, s)
+		}
+	}
+	for _, p := range strings.Split(prox, ",") {
+		p = strings.TrimSpace(p)
+		if !slices.Contains(proxyNames, p) {
+			return nil, fmt.Errorf("unknown proxy %q; have %s", p, strings.Join(proxyNames, ","))
+		}
+		o.proxies = append(o.proxies, p)
+	}
+	return o, nil
+}
+
+// env is what every run shares: tool paths, built binaries, the upstream.
+type env struct {
+	o        *options
+	root     string // the repository
+	tmp      string // configs, logs, binaries
+	raw      string // results/raw: wrk output, profiles
+	veer     string
+	veerprof string
+	nginx    string
+	haproxy  string
+	wrk      string
+	up       *upstream
+	machine  machine
+	clkTck   float64
+	nofile   uint64 // the file limit children get
+	log      func(format string, args ...any)
+}
+
+func run(ctx context.Context, o *options) error {
+	start := time.Now()
+	root, err := repoRoot()
+	if err != nil {
+		return err
+	}
+	if o.out == "" {
+		o.out = filepath.Join(root, "bench", "results")
+		if o.quick {
+			o.out = filepath.Join(root, "bench", "results", "raw", "quick")
+		}
+	}
+	e := &env{o: o, root: root, log: func(format string, args ...any) {
+		fmt.Fprintf(os.Stderr, "[%s] %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+	}}
+	if runtime.GOOS != "linux" {
+		return errors.New("the harness needs Linux (/proc, taskset)")
+	}
+	if err := e.findTools(); err != nil {
+		return err
+	}
+	e.nofile = raiseFileLimit()
+	e.clkTck = clockTicks()
+	// The harness itself dials the idle connections and reads /proc: keep it
+	// off the proxy's CPU.
+	if err := exec.Command("taskset", "-a", "-p", "-c", o.loadCPU, fmt.Sprint(os.Getpid())).Run(); err != nil {
+		return fmt.Errorf("pinning the harness to CPU %s: %w", o.loadCPU, err)
+	}
+	e.tmp, err = os.MkdirTemp("", "veer-bench-")
+	if err != nil {
+		return err
+	}
+	if o.keep {
+		e.log("keeping %s", e.tmp)
+	} else {
+		defer os.RemoveAll(e.tmp)
+	}
+	e.raw = filepath.Join(o.out, "raw")
+	if o.quick {
+		e.raw = filepath.Join(o.out, "wrk")
+	}
+	if err := os.MkdirAll(e.raw, 0o755); err != nil {
+		return err
+	}
+	if err := e.build(ctx); err != nil {
+		return err
+	}
+	e.machine = describeMachine(ctx, e)
+	load := loadAverage()
+	e.log("load average before the runs: %s (the numbers are noisy when it is above 1)", load)
+
+	e.up, err = startUpstream(ctx, e)
+	if err != nil {
+		return err
+	}
+	defer e.up.stop()
+
+	var all []*scenarioResult
+	for _, name := range o.scenarios {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		sc := findScenario(name)
+		sr, err := runScenario(ctx, e, sc)
+		if err != nil {
+			return fmt.Errorf("scenario %s: %w", name, err)
+		}
+		all = append(all, sr)
+		printScenario(os.Stderr, sr)
+	}
+	rep := &report{
+		Machine:   e.machine,
+		Date:      start.UTC(),
+		Elapsed:   time.Since(start),
+		LoadStart: load,
+		LoadEnd:   loadAverage(),
+		Options:   o,
+		Scenarios: all,
+		Command:   commandLine(o),
+	}
+	if err := rep.write(o.out); err != nil {
+		return err
+	}
+	e.log("wrote %s and %s", filepath.Join(o.out, "results.md"), filepath.Join(o.out, "results.svg"))
+	if bad := rep.problems(); len(bad) > 0 {
+		return fmt.Errorf("%d problems (also in results.md):\n  %s", len(bad), strings.Join(bad, "\n  "))
+	}
+	return nil
+}
+
+func commandLine(o *options) string {
+	s := "go run ./bench"
+	if o.quick {
+		s += " -quick"
+	} else {
+		s += fmt.Sprintf(" -rounds %d -duration %s", o.rounds, o.duration)
+	}
+	if len(o.scenarios) != len(scenarios) {
+		s += " -scenarios " + strings.Join(o.scenarios, ",")
+	}
+	if len(o.proxies) != len(proxyNames) {
+		s += " -proxies " + strings.Join(o.proxies, ",")
+	}
+	return s
+}
+
+// repoRoot is the directory above the working directory holding the
+// module's go.mod.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && strings.Contains(string(data), "module github.com/veer-proxy/veer\n") {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("run from inside the veer repository (no go.mod of github.com/veer-proxy/veer above here)")
+		}
+		dir = parent
+	}
+}
+
+// findTools finds nginx, haproxy, wrk and taskset, installing the Debian
+// packages when they are missing and the harness runs as root.
+func (e *env) findTools() error {
+	want := map[string]string{"nginx": "nginx", "haproxy": "haproxy", "wrk": "wrk", "taskset": "util-linux"}
+	var missing []string
+	for _, bin := range []string{"nginx", "haproxy", "wrk", "taskset"} {
+		if _, err := lookPath(bin); err != nil {
+			missing = append(missing, want[bin])
+		}
+	}
+	if len(missing) > 0 {
+		if os.Geteuid() != 0 {
+			return fmt.Errorf("missing %s; install them (apt-get install -y %s) or run the harness as root to have it do so",
+				strings.Join(missing, ", "), strings.Join(missing, " "))
+		}
+		e.log("installing %s with apt-get", strings.Join(missing, " "))
+		args := append([]string{"install", "-y", "--no-install-recommends"}, missing...)
+		cmd := exec.Command("apt-get", args...)
+		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			upd := exec.Command("apt-get", "update")
+			if uout, uerr := upd.CombinedOutput(); uerr != nil {
+				return fmt.Errorf("apt-get update: %v\n%s", uerr, uout)
+			}
+			cmd = exec.Command("apt-get", args...)
+			cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+			if out, err = cmd.CombinedOutput(); err != nil {
+				return fmt.Errorf("apt-get install %s: %v\n%s", strings.Join(missing, " "), err, out)
+			}
+		}
+	}
+	var err error
+	if e.nginx, err = lookPath("nginx"); err != nil {
+		return err
+	}
+	if e.haproxy, err = lookPath("haproxy"); err != nil {
+		return err
+	}
+	if e.wrk, err = lookPath("wrk"); err != nil {
+		return err
+	}
+	_, err = lookPath("taskset")
+	return err
+}
+
+// lookPath is exec.LookPath that also looks in the sbin directories, where
+// Debian puts nginx and haproxy and a non-root PATH may not reach.
+func lookPath(bin string) (string, error) {
+	if p, err := exec.LookPath(bin); err == nil {
+		return p, nil
+	}
+	for _, dir := range []string{"/usr/sbin", "/sbin", "/usr/local/sbin"} {
+		p := filepath.Join(dir, bin)
+		if st, err := os.Stat(p); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s not found in PATH or sbin", bin)
+}
+
+// build compiles veer, the upstream and (with -profile) veerprof.
+func (e *env) build(ctx context.Context) error {
+	bins := []struct {
+		dst *string
+		pkg string
+	}{{&e.veer, "./cmd/veer"}, {nil, "./bench/upstream"}}
+	if e.o.profile {
+		bins = append(bins, struct {
+			dst *string
+			pkg string
+		}{&e.veerprof, "./bench/veerprof"})
+	}
+	for _, b := range bins {
+		out := filepath.Join(e.tmp, filepath.Base(b.pkg))
+		e.log("go build -o %s %s", out, b.pkg)
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", out, b.pkg)
+		cmd.Dir = e.root
+		if e.o.veerSrc != "" && b.pkg != "./bench/upstream" {
+			cmd.Dir = e.o.veerSrc
+		}
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go build %s: %v\n%s", b.pkg, err, msg)
+		}
+		if b.dst != nil {
+			*b.dst = out
+		}
+	}
+	return nil
+}
+
+// maxConns is the most client connections every proxy can hold under
+// the file limit: HAProxy reserves two descriptors per connection (client
+// and server side) and refuses to start when maxconn would need more.
+func (e *env) maxConns() int { return int(min(e.nofile, 1<<20)-100) / 2 }
+
+// idleLimit is how many idle connections the memory scenario may open:
+// what the proxies can hold, less a margin for the other sockets.
+func (e *env) idleLimit() int { return e.maxConns() - 200 }
+
+// raiseFileLimit lifts RLIMIT_NOFILE as far as it goes (children inherit
+// it) and returns the soft limit now in force.
+func raiseFileLimit() uint64 {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return 1024
+	}
+	for _, want := range []uint64{262144, 131072, 65536} {
+		if rl.Max >= want && rl.Cur >= want {
+			return rl.Cur
+		}
+		try := syscall.Rlimit{Cur: want, Max: max(want, rl.Max)}
+		if syscall.Setrlimit(syscall.RLIMIT_NOFILE, &try) == nil {
+			return want
+		}
+	}
+	try := syscall.Rlimit{Cur: rl.Max, Max: rl.Max}
+	if syscall.Setrlimit(syscall.RLIMIT_NOFILE, &try) == nil {
+		return rl.Max
+	}
+	return rl.Cur
+}

@@ -1,0 +1,278 @@
+package main
+
+import (
+	"fmt"
+	"html"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// report is everything results.md and results.svg show.
+type report struct {
+	Machine   machine
+	Date      time.Time
+	Elapsed   time.Duration
+	LoadStart string
+	LoadEnd   string
+	Options   *options
+	Scenarios []*scenarioResult
+	Command   string
+}
+
+func (r *report) write(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "results.md"), []byte(r.markdown()), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "results.svg"), []byte(r.svg()), 0o644)
+}
+
+func printScenario(w io.Writer, sr *scenarioResult) {
+	fmt.Fprintf(w, "== %s: %s\n", sr.Scenario.Name, sr.Scenario.Title)
+	for _, p := range sr.Proxies {
+		m := p.Median
+		if sr.Scenario.Idle {
+			fmt.Fprintf(w, "   %-8s %6d conns  %8.0f bytes/conn  peak %6.1f MiB  failed %d\n",
+				p.Proxy, m.IdleConns, m.BytesPerConn, mib(m.PeakRSS), m.IdleFailed)
+			continue
+		}
+		fmt.Fprintf(w, "   %-8s %9.0f req/s  p50 %7.2fms  p99 %7.2fms  p99.9 %7.2fms  %6.3f CPU s/100k  peak %6.1f MiB  canary %5.2f%%  errors %d  non-2xx %d\n",
+			p.Proxy, m.RPS, m.P50, m.P99, m.P999, m.CPUPer100k, mib(m.PeakRSS), m.canaryShare(), m.Errors, m.Non2xx)
+	}
+}
+
+// busy reports whether a /proc/loadavg triple starts above 1.
+func busy(load string) bool {
+	f := strings.Fields(load)
+	if len(f) == 0 {
+		return false
+	}
+	v, err := strconv.ParseFloat(f[0], 64)
+	return err == nil && v > 1
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+// ratio is a/b formatted, or "–" when either is missing.
+func ratio(a, b float64) string {
+	if a <= 0 || b <= 0 || math.IsNaN(a) || math.IsNaN(b) {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f", a/b)
+}
+
+// problems lists what makes the numbers untrustworthy: failed requests,
+// a split that is not the configured one, requests the upstream never saw.
+func (r *report) problems() []string {
+	var out []string
+	for _, sr := range r.Scenarios {
+		sc := sr.Scenario
+		for _, p := range sr.Proxies {
+			m := p.Median
+			where := sc.Name + "/" + p.Proxy
+			if sc.Idle {
+				if m.IdleFailed > 0 {
+					out = append(out, fmt.Sprintf("%s: %d idle connections failed", where, m.IdleFailed))
+				}
+			} else {
+				if m.Requests == 0 {
+					out = append(out, where+": no request completed")
+					continue
+				}
+				if m.Errors > 0 {
+					out = append(out, fmt.Sprintf("%s: %d socket errors (connect/read/write/timeout)", where, m.Errors))
+				}
+				if m.Non2xx > 0 {
+					out = append(out, fmt.Sprintf("%s: %d answers of 400 or more", where, m.Non2xx))
+				}
+				if seen := m.Blue + m.Canary; float64(seen) < 0.95*float64(m.Requests) {
+					out = append(out, fmt.Sprintf("%s: the upstream counted %d requests, wrk %d", where, seen, m.Requests))
+				}
+			}
+			if sc.UpstreamOnly {
+				continue
+			}
+			// The configured split is 10%; a hash of 100,000 sticky keys
+			// over a ring lands near it, weighted round robin on it.
+			share, tol := m.canaryShare(), 1.5
+			if sc.Sticky || sc.Idle {
+				tol = 4
+			}
+			if math.Abs(share-weightCanary) > tol {
+				out = append(out, fmt.Sprintf("%s: canary took %.2f%% of requests, configured %d%%", where, share, weightCanary))
+			}
+		}
+	}
+	return out
+}
+
+func (r *report) markdown() string {
+	var b strings.Builder
+	m := r.Machine
+	fmt.Fprintf(&b, "# veer beside nginx and HAProxy\n\n")
+	fmt.Fprintf(&b, "Taken %s with `%s` (%s, %d round(s) of %s per proxy and scenario, medians shown).\n\n",
+		r.Date.Format("2006-01-02 15:04 MST"), r.Command, r.Elapsed.Round(time.Second), r.Options.rounds, r.Options.duration)
+	fmt.Fprintf(&b, "| | |\n|---|---|\n")
+	fmt.Fprintf(&b, "| machine | %d CPUs, %s, %s |\n", m.CPUs, m.CPU, m.Kernel)
+	fmt.Fprintf(&b, "| load average (1, 5, 15 min) | %s at the start, %s at the end |\n", r.LoadStart, r.LoadEnd)
+	fmt.Fprintf(&b, "| veer | %s (%s) |\n", m.Veer, m.Go)
+	fmt.Fprintf(&b, "| nginx | %s |\n| HAProxy | %s |\n| load generator | %s |\n\n", m.Nginx, m.HAProxy, m.Wrk)
+	fmt.Fprintf(&b, "Each proxy runs alone on CPU %s with one worker (veer `GOMAXPROCS=1`, nginx `worker_processes 1`, HAProxy `nbthread 1`); "+
+		"wrk (one thread) and the upstream share CPU %s. The proxies take turns, round after round. "+
+		"Latencies are wrk's, in milliseconds; CPU is the proxy's user+system time per 100,000 requests; "+
+		"peak RSS is VmHWM (nginx: master + worker); canary %% is the canary upstream's share of the requests it and blue counted (configured: %d%%). "+
+		"The last column is veer's requests/s divided by that row's.\n\n", r.Options.proxyCPU, r.Options.loadCPU, weightCanary)
+
+	if busy(r.LoadStart) || busy(r.LoadEnd) {
+		b.WriteString("**The machine was busy** (one-minute load average above 1 with 2 CPUs): other work shared the proxy's CPU, so these figures are noisy; compare them only with figures from the same run.\n\n")
+	}
+	if probs := r.problems(); len(probs) > 0 {
+		b.WriteString("**Problems in this run** (figures affected by these are not to be trusted):\n\n")
+		for _, p := range probs {
+			fmt.Fprintf(&b, "- %s\n", p)
+		}
+		b.WriteString("\n")
+	}
+
+	b.WriteString("## Throughput and latency\n\n")
+	b.WriteString("| scenario | proxy | req/s | p50 | p99 | p99.9 | CPU s/100k | peak RSS MiB | canary % | errors | non-2xx | veer ÷ this |\n")
+	b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, sr := range r.Scenarios {
+		if sr.Scenario.Idle {
+			continue
+		}
+		veer := sr.get("veer")
+		for _, p := range sr.Proxies {
+			md := p.Median
+			share := fmt.Sprintf("%.2f", md.canaryShare())
+			if sr.Scenario.UpstreamOnly {
+				share = "–"
+			}
+			vs := "–"
+			if veer != nil && p.Proxy != "veer" {
+				vs = ratio(veer.Median.RPS, md.RPS)
+			}
+			fmt.Fprintf(&b, "| %s | %s | %.0f | %.2f | %.2f | %.2f | %.3f | %.1f | %s | %d | %d | %s |\n",
+				sr.Scenario.Title, p.Proxy, md.RPS, md.P50, md.P99, md.P999, md.CPUPer100k, mib(md.PeakRSS), share, md.Errors, md.Non2xx, vs)
+		}
+	}
+
+	for _, sr := range r.Scenarios {
+		if !sr.Scenario.Idle {
+			continue
+		}
+		fmt.Fprintf(&b, "\n## Memory per idle keep-alive connection (%s)\n\n", sr.Note)
+		b.WriteString("| proxy | connections open | failed | bytes per connection | peak RSS MiB | canary % | veer ÷ this |\n|---|--:|--:|--:|--:|--:|--:|\n")
+		veer := sr.get("veer")
+		for _, p := range sr.Proxies {
+			md := p.Median
+			vs := "–"
+			if veer != nil && p.Proxy != "veer" {
+				vs = ratio(veer.Median.BytesPerConn, md.BytesPerConn)
+			}
+			fmt.Fprintf(&b, "| %s | %d | %d | %.0f | %.1f | %.2f | %s |\n", p.Proxy, md.IdleConns, md.IdleFailed, md.BytesPerConn, mib(md.PeakRSS), md.canaryShare(), vs)
+		}
+	}
+
+	b.WriteString("\n## veer ÷ peer\n\nAbove 1 is better for veer in req/s; below 1 is better for veer in p99, CPU and memory.\n\n")
+	b.WriteString("| scenario | req/s ÷ nginx | req/s ÷ HAProxy | p99 ÷ nginx | p99 ÷ HAProxy | CPU ÷ nginx | CPU ÷ HAProxy | peak RSS ÷ nginx | peak RSS ÷ HAProxy |\n")
+	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, sr := range r.Scenarios {
+		veer := sr.get("veer")
+		if veer == nil || sr.Scenario.UpstreamOnly {
+			continue
+		}
+		v := veer.Median
+		cells := []string{sr.Scenario.Title}
+		for _, metric := range []func(*runResult) float64{
+			func(x *runResult) float64 { return x.RPS },
+			func(x *runResult) float64 { return x.P99 },
+			func(x *runResult) float64 { return x.CPUPer100k },
+			func(x *runResult) float64 { return float64(x.PeakRSS) },
+		} {
+			for _, peer := range []string{"nginx", "haproxy"} {
+				p := sr.get(peer)
+				if p == nil {
+					cells = append(cells, "–")
+					continue
+				}
+				cells = append(cells, ratio(metric(&v), metric(&p.Median)))
+			}
+		}
+		fmt.Fprintf(&b, "| %s |\n", strings.Join(cells, " | "))
+	}
+
+	b.WriteString("\n## Scenarios\n\n")
+	for _, sr := range r.Scenarios {
+		fmt.Fprintf(&b, "- **%s** (`%s`): %s\n", sr.Scenario.Title, sr.Scenario.Name, sr.Scenario.What)
+	}
+	b.WriteString("\nEvery run's wrk output is in `raw/` beside this file (not committed).\n\n![chart](results.svg)\n")
+	return b.String()
+}
+
+var barColors = map[string]string{"veer": "#1b9e77", "nginx": "#d95f02", "haproxy": "#7570b3", "upstream": "#999999"}
+
+// svg draws one group of horizontal bars per scenario, each bar scaled to
+// the largest in its group: requests/s, or bytes per idle connection.
+func (r *report) svg() string {
+	const (
+		width  = 960
+		left   = 210
+		right  = 150
+		barH   = 16
+		gap    = 4
+		groupG = 18
+		top    = 64
+	)
+	height := top + 20
+	for _, sr := range r.Scenarios {
+		height += len(sr.Proxies)*(barH+gap) + groupG + 14
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", width, height, width, height)
+	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="#ffffff"/>`+"\n")
+	fmt.Fprintf(&b, `<text x="12" y="22" font-size="16" font-weight="bold">veer, nginx and HAProxy on one core: requests/s (longer is better)</text>`+"\n")
+	fmt.Fprintf(&b, `<text x="12" y="42" fill="#555">%s · %d CPUs %s · %s · %s</text>`+"\n",
+		html.EscapeString(r.Date.Format("2006-01-02")), r.Machine.CPUs, html.EscapeString(r.Machine.CPU),
+		html.EscapeString("veer "+r.Machine.Veer+", nginx "+r.Machine.Nginx+", HAProxy "+r.Machine.HAProxy),
+		html.EscapeString(r.Command))
+	y := top
+	for _, sr := range r.Scenarios {
+		title := sr.Scenario.Title
+		val := func(m *runResult) float64 { return m.RPS }
+		unit := func(v float64) string { return fmt.Sprintf("%.0f req/s", v) }
+		if sr.Scenario.Idle {
+			title += " (bytes per connection, shorter is better)"
+			val = func(m *runResult) float64 { return m.BytesPerConn }
+			unit = func(v float64) string { return fmt.Sprintf("%.0f B/conn", v) }
+		}
+		fmt.Fprintf(&b, `<text x="12" y="%d" font-weight="bold">%s</text>`+"\n", y+10, html.EscapeString(title))
+		y += 14
+		top := 0.0
+		for _, p := range sr.Proxies {
+			top = math.Max(top, val(&p.Median))
+		}
+		for _, p := range sr.Proxies {
+			v := val(&p.Median)
+			w := 0.0
+			if top > 0 && v > 0 {
+				w = float64(width-left-right) * v / top
+			}
+			color := barColors[p.Proxy]
+			fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="end">%s</text>`+"\n", left-8, y+barH-4, html.EscapeString(p.Proxy))
+			fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%.1f" height="%d" fill="%s"/>`+"\n", left, y, w, barH, color)
+			fmt.Fprintf(&b, `<text x="%.1f" y="%d" fill="#333">%s</text>`+"\n", float64(left)+w+6, y+barH-4, html.EscapeString(unit(v)))
+			y += barH + gap
+		}
+		y += groupG
+	}
+	b.WriteString("</svg>\n")
+	return b.String()
+}

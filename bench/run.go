@@ -1,0 +1,234 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+)
+
+// runResult is one proxy's figures from one run.
+type runResult struct {
+	Round      int
+	RPS        float64
+	P50        float64 // milliseconds
+	P99        float64
+	P999       float64
+	CPUPer100k float64 // proxy CPU seconds (user+system) per 100,000 requests
+	PeakRSS    int64   // bytes: VmHWM, summed over the proxy's processes
+	Requests   int64
+	Errors     int64 // wrk socket errors: connect, read, write, timeout
+	Non2xx     int64 // answers with status 400 or more
+	Blue       int64 // requests the blue and canary upstreams counted
+	Canary     int64
+	// Idle-connection scenario only.
+	IdleConns    int
+	IdleFailed   int
+	BytesPerConn float64
+}
+
+// proxyResult is one proxy's runs in one scenario and their medians.
+type proxyResult struct {
+	Proxy  string
+	Runs   []runResult
+	Median runResult // per field; Errors, Non2xx, Blue, Canary are sums
+}
+
+// scenarioResult is one scenario's results, in proxyNames order.
+type scenarioResult struct {
+	Scenario *scenario
+	Proxies  []*proxyResult
+	Note     string
+}
+
+func (sr *scenarioResult) get(proxy string) *proxyResult {
+	for _, p := range sr.Proxies {
+		if p.Proxy == proxy {
+			return p
+		}
+	}
+	return nil
+}
+
+// runScenario runs sc for every proxy in turn, -rounds times over.
+func runScenario(ctx context.Context, e *env, sc *scenario) (*scenarioResult, error) {
+	sr := &scenarioResult{Scenario: sc}
+	names := e.o.proxies
+	if sc.UpstreamOnly {
+		names = []string{"upstream"}
+	}
+	byName := map[string]*proxyResult{}
+	for _, n := range names {
+		p := &proxyResult{Proxy: n}
+		byName[n] = p
+		sr.Proxies = append(sr.Proxies, p)
+	}
+	if sc.Idle {
+		sr.Note = fmt.Sprintf("%d connections", e.o.idleConns)
+		if limit := e.idleLimit(); e.o.idleConns > limit {
+			sr.Note = fmt.Sprintf("%d connections, not the %d asked for: the file limit here (%d, which the harness cannot raise) lets HAProxy hold no more",
+				limit, e.o.idleConns, e.nofile)
+			e.log("%s", sr.Note)
+		}
+	}
+	for round := 1; round <= e.o.rounds; round++ {
+		for _, n := range names {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			e.log("%s round %d/%d: %s", sc.Name, round, e.o.rounds, n)
+			var r *runResult
+			var err error
+			switch {
+			case sc.UpstreamOnly:
+				r, err = runUpstreamOnly(ctx, e, sc, round)
+			default:
+				r, err = runProxy(ctx, e, sc, n, round)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("%s round %d: %w", n, round, err)
+			}
+			r.Round = round
+			byName[n].Runs = append(byName[n].Runs, *r)
+		}
+	}
+	for _, p := range sr.Proxies {
+		p.Median = medianOf(p.Runs)
+	}
+	return sr, nil
+}
+
+func runUpstreamOnly(ctx context.Context, e *env, sc *scenario, round int) (*runResult, error) {
+	pids := []int{e.up.pid()}
+	if _, err := runWrk(ctx, e, sc, e.up.blue, e.o.warmup, ""); err != nil {
+		return nil, err
+	}
+	return measure(ctx, e, sc, "upstream", e.up.blue, pids, round)
+}
+
+func runProxy(ctx context.Context, e *env, sc *scenario, name string, round int) (*runResult, error) {
+	dir := filepath.Join(e.tmp, fmt.Sprintf("%s-%s-%d", sc.Name, name, round))
+	profile := ""
+	if e.o.profile && name == "veer" {
+		profile = filepath.Join(e.raw, fmt.Sprintf("profile-%s-r%d", sc.Name, round))
+	}
+	in, err := startProxy(ctx, e, name, sc, dir, profile)
+	if err != nil {
+		return nil, err
+	}
+	defer in.stop()
+	if sc.Idle {
+		return idleRun(ctx, e, sc, in)
+	}
+	if _, err := runWrk(ctx, e, sc, in.port, e.o.warmup, ""); err != nil {
+		return nil, fmt.Errorf("warm-up: %w", err)
+	}
+	return measure(ctx, e, sc, name, in.port, in.pids(), round)
+}
+
+// measure runs the measured wrk and reads the processes' CPU time, peak
+// memory and the upstream's counts around it.
+func measure(ctx context.Context, e *env, sc *scenario, name string, port int, pids []int, round int) (*runResult, error) {
+	cpu0, err := sumTicks(pids)
+	if err != nil {
+		return nil, err
+	}
+	b0, c0, err := e.up.counts()
+	if err != nil {
+		return nil, err
+	}
+	raw := filepath.Join(e.raw, fmt.Sprintf("wrk-%s-%s-r%d.txt", sc.Name, name, round))
+	w, err := runWrk(ctx, e, sc, port, e.o.duration, raw)
+	if err != nil {
+		return nil, err
+	}
+	cpu1, err := sumTicks(pids)
+	if err != nil {
+		return nil, err
+	}
+	b1, c1, err := e.up.counts()
+	if err != nil {
+		return nil, err
+	}
+	var hwm int64
+	for _, pid := range pids {
+		v, err := statusKB(pid, "VmHWM")
+		if err != nil {
+			return nil, err
+		}
+		hwm += v
+	}
+	r := &runResult{
+		RPS:      w.rps(),
+		P50:      w.P50 / 1000,
+		P99:      w.P99 / 1000,
+		P999:     w.P999 / 1000,
+		PeakRSS:  hwm,
+		Requests: w.Requests,
+		Errors:   w.socketErrors(),
+		Non2xx:   w.Status,
+		Blue:     b1 - b0,
+		Canary:   c1 - c0,
+	}
+	if w.Requests > 0 {
+		r.CPUPer100k = float64(cpu1-cpu0) / e.clkTck / float64(w.Requests) * 1e5
+	}
+	e.log("  %.0f req/s, p50 %.2fms p99 %.2fms p99.9 %.2fms, %.3f CPU s/100k, peak %.1f MiB, errors %d, non-2xx %d, blue/canary %d/%d",
+		r.RPS, r.P50, r.P99, r.P999, r.CPUPer100k, float64(r.PeakRSS)/(1<<20), r.Errors, r.Non2xx, r.Blue, r.Canary)
+	return r, nil
+}
+
+func sumTicks(pids []int) (int64, error) {
+	var t int64
+	for _, pid := range pids {
+		v, err := cpuTicks(pid)
+		if err != nil {
+			return 0, err
+		}
+		t += v
+	}
+	return t, nil
+}
+
+// medianOf takes each figure's median over the runs (the upper median for
+// an even count); counts of errors and of the split are summed.
+func medianOf(runs []runResult) runResult {
+	if len(runs) == 0 {
+		return runResult{}
+	}
+	med := func(get func(r *runResult) float64) float64 {
+		v := make([]float64, len(runs))
+		for i := range runs {
+			v[i] = get(&runs[i])
+		}
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	m := runResult{
+		RPS:          med(func(r *runResult) float64 { return r.RPS }),
+		P50:          med(func(r *runResult) float64 { return r.P50 }),
+		P99:          med(func(r *runResult) float64 { return r.P99 }),
+		P999:         med(func(r *runResult) float64 { return r.P999 }),
+		CPUPer100k:   med(func(r *runResult) float64 { return r.CPUPer100k }),
+		PeakRSS:      int64(med(func(r *runResult) float64 { return float64(r.PeakRSS) })),
+		BytesPerConn: med(func(r *runResult) float64 { return r.BytesPerConn }),
+		IdleConns:    int(med(func(r *runResult) float64 { return float64(r.IdleConns) })),
+	}
+	for _, r := range runs {
+		m.Requests += r.Requests
+		m.Errors += r.Errors
+		m.Non2xx += r.Non2xx
+		m.Blue += r.Blue
+		m.Canary += r.Canary
+		m.IdleFailed += r.IdleFailed
+	}
+	return m
+}
+
+// canaryShare is the canary's percentage of what the upstream counted.
+func (r *runResult) canaryShare() float64 {
+	if r.Blue+r.Canary == 0 {
+		return 0
+	}
+	return 100 * float64(r.Canary) / float64(r.Blue+r.Canary)
+}
