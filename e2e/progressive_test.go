@@ -178,3 +178,45 @@ routes:
 		t.Errorf("%d of %d users on the canary at 5%%", onCanary, n)
 	}
 }
+
+// TestMirror: a share of requests is copied to the mirror version; its
+// answers (here all 500) are discarded, never reach the client, never count
+// against the version's rollback window, and are counted under
+// veer_mirror_requests_total.
+func TestMirror(t *testing.T) {
+	blue, canary := NewBackend(t, "blue"), NewBackend(t, "canary")
+	canary.status.Store(500)
+	v := StartVeer(t, fmt.Sprintf(`
+listen: 127.0.0.1:0
+admin: {listen: 127.0.0.1:0}
+routes:
+  - name: shop
+    stable: blue
+    versions:
+      blue: {backends: [%q]}
+      canary: {backends: [%q]}
+    weights: {blue: 100, canary: 0}
+    mirror: {version: canary, percent: 25}
+    rollback: {window: 5s, min_requests: 5}
+`, blue.Addr, canary.Addr))
+	for i := 0; i < 200; i++ {
+		code, ver, body := Get(t, v.ProxyURL()+fmt.Sprintf("/item/%d", i), "X-Test", "mirrored")
+		if code != 200 || ver != "blue" || body != "blue\n" {
+			t.Fatalf("request %d: %d %s %q", i, code, ver, body)
+		}
+	}
+	Eventually(t, 10*time.Second, "50 mirrored copies", func() bool { return canary.Hits.Load() == 50 })
+	h, _, uri := canary.Last()
+	if h.Get("X-Test") != "mirrored" || !strings.HasPrefix(uri, "/item/") || h.Get("X-Forwarded-For") == "" {
+		t.Errorf("mirrored copy lost its headers or path: %v %s", h, uri)
+	}
+	if got := metricValue(t, v.AdminURL(), "veer_mirror_requests_total", "route=shop", "version=canary", "code=5xx"); got != 50 {
+		t.Errorf("veer_mirror_requests_total{5xx} = %v, want 50", got)
+	}
+	if got := metricValue(t, v.AdminURL(), "veer_requests_total", "route=shop", "version=canary"); got != 0 {
+		t.Errorf("mirror answers counted as canary requests: %v", got)
+	}
+	if got := metricValue(t, v.AdminURL(), "veer_window_error_rate_percent", "route=shop", "version=canary"); got != 0 {
+		t.Errorf("mirror answers reached the rollback window: %v", got)
+	}
+}

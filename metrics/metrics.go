@@ -39,6 +39,7 @@ type Metrics struct {
 	WindowP99      *prometheus.GaugeVec
 	Panics         prometheus.Counter
 	MirrorDropped  prometheus.Counter
+	mirror         *prometheus.CounterVec
 }
 
 // New registers veer's metrics (and the Go and process collectors) in a
@@ -75,7 +76,10 @@ func New() *Metrics {
 		Name: "veer_panics_total", Help: "Recovered panics in request handlers and background loops (each is a bug)."})
 	m.MirrorDropped = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "veer_mirror_dropped_total", Help: "Mirrored requests dropped because the mirror queue was full."})
-	m.Registry.MustRegister(m.requests, m.duration, m.failures, m.weight, m.Rollbacks, m.BackendHealthy,
+	m.mirror = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "veer_mirror_requests_total", Help: "Mirrored copies sent, by route, mirror version and status class (answers are discarded)."},
+		[]string{"route", "version", "code"})
+	m.Registry.MustRegister(m.mirror, m.requests, m.duration, m.failures, m.weight, m.Rollbacks, m.BackendHealthy,
 		m.Reloads, m.Revision, m.WindowErrors, m.WindowP99, m.Panics, m.MirrorDropped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.Reloads.WithLabelValues("success")
@@ -108,19 +112,38 @@ func (m *Metrics) Version(route, version string) *Version {
 	return v
 }
 
-// Request counts one answered request with status code.
-func (v *Version) Request(code int) {
+// Mirror is the resolved children of a route's mirror version.
+type Mirror struct{ codes [6]prometheus.Counter }
+
+// Mirror resolves the mirror counters of route/version.
+func (m *Metrics) Mirror(route, version string) *Mirror {
+	x := &Mirror{}
+	for i := 1; i < len(codeClasses); i++ {
+		x.codes[i] = m.mirror.WithLabelValues(route, version, codeClasses[i])
+	}
+	x.codes[0] = x.codes[1]
+	return x
+}
+
+// Request counts one mirrored copy's answer.
+func (x *Mirror) Request(code int) { x.codes[class(code)].Inc() }
+
+func class(code int) int {
 	c := code / 100
 	if c < 1 || c > 5 {
 		c = 5
 	}
-	v.codes[c].Inc()
+	return c
 }
+
+// Request counts one answered request with status code.
+func (v *Version) Request(code int) { v.codes[class(code)].Inc() }
 
 // Forget deletes every child of a route version that no longer exists.
 func (m *Metrics) Forget(route, version string) {
 	l := prometheus.Labels{"route": route, "version": version}
 	m.requests.DeletePartialMatch(l)
+	m.mirror.DeletePartialMatch(l)
 	m.duration.DeletePartialMatch(l)
 	m.failures.DeletePartialMatch(l)
 	m.weight.DeletePartialMatch(l)

@@ -39,6 +39,7 @@ type Proxy struct {
 	// goroutine) when passive ejection takes a backend out.
 	OnEject func(b *router.Backend, until time.Time)
 
+	mirror   *mirrorer
 	idPrefix [8]byte
 	idSeq    atomic.Uint64
 	inflight atomic.Int64
@@ -47,7 +48,7 @@ type Proxy struct {
 
 // New returns a proxy serving t.
 func New(t *router.Table, m *metrics.Metrics, log *slog.Logger) *Proxy {
-	p := &Proxy{log: log, metrics: m, Now: time.Now}
+	p := &Proxy{log: log, metrics: m, Now: time.Now, mirror: newMirrorer(m)}
 	var seed [4]byte
 	_, _ = rand.Read(seed[:])
 	hex.Encode(p.idPrefix[:], seed[:])
@@ -140,6 +141,9 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 
 	clientClose := req.Header.ConnectionClose()
 	p.prepareRequest(ctx, t)
+	if r.MirrorNow() {
+		p.mirror.offer(ctx, r)
+	}
 	status := p.forward(ctx, r, v, b, start)
 
 	resp := &ctx.Response
@@ -154,6 +158,17 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 		setStickyCookie(resp, name, v.Name)
 	}
 	p.count(v, status, start)
+}
+
+// setScheme makes req's scheme the backend's, whatever the client sent:
+// fasthttp's HostClient refuses a request whose URI scheme is not its own
+// (ErrHostClientRedirectToDifferentScheme).
+func setScheme(req *fasthttp.Request, b *router.Backend) {
+	if b.Client.IsTLS {
+		req.URI().SetSchemeBytes(strHTTPS)
+	} else {
+		req.URI().SetSchemeBytes(strHTTP)
+	}
 }
 
 // count records an answered request in its version's metrics.
@@ -177,14 +192,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, r *router.Route, v *router.Ver
 	attempts := *r.Config.Retries.Attempts
 	tryStart := start
 	for try := 0; ; try++ {
-		// fasthttp's HostClient refuses a request whose URI scheme is not
-		// its own (ErrHostClientRedirectToDifferentScheme): the scheme is
-		// the backend's, whatever the client sent.
-		if b.Client.IsTLS {
-			ctx.Request.URI().SetSchemeBytes(strHTTPS)
-		} else {
-			ctx.Request.URI().SetSchemeBytes(strHTTP)
-		}
+		setScheme(&ctx.Request, b)
 		err := b.Client.Do(&ctx.Request, &ctx.Response)
 		end := p.Now()
 		if err == nil {

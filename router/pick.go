@@ -244,3 +244,13 @@ func (h How) String() string {
 	}
 	return "unknown"
 }
+
+// MirrorNow reports whether this request should be copied to r.Mirror: a
+// counter spreads exactly MirrorShare of the requests, with no randomness.
+func (r *Route) MirrorNow() bool {
+	if r.Mirror == nil {
+		return false
+	}
+	n := r.mirrorPos.Add(1) - 1
+	return (n*r.mirrorShare)%Slots < r.mirrorShare
+}

@@ -26,6 +26,7 @@ type Registry struct {
 	mu       sync.Mutex
 	windows  map[string]*health.Window
 	vmetrics map[string]*metrics.Version
+	mmetrics map[string]*metrics.Mirror
 	backends map[string]*backendEntry
 }
 
@@ -41,6 +42,7 @@ func NewRegistry(m *metrics.Metrics) *Registry {
 		Metrics:  m,
 		windows:  map[string]*health.Window{},
 		vmetrics: map[string]*metrics.Version{},
+		mmetrics: map[string]*metrics.Mirror{},
 		backends: map[string]*backendEntry{},
 	}
 }
@@ -78,6 +80,18 @@ func (g *Registry) versionMetrics(route, version string) *metrics.Version {
 	if m == nil {
 		m = g.Metrics.Version(route, version)
 		g.vmetrics[key] = m
+	}
+	return m
+}
+
+func (g *Registry) mirrorMetrics(route, version string) *metrics.Mirror {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	key := route + "/" + version
+	m := g.mmetrics[key]
+	if m == nil {
+		m = g.Metrics.Mirror(route, version)
+		g.mmetrics[key] = m
 	}
 	return m
 }

@@ -78,6 +78,13 @@ type Route struct {
 
 	stickyOrder []uint8  // versions laid over the 10,000 sticky buckets, in this order
 	stickyEnd   []uint16 // exclusive end bucket of each entry of stickyOrder
+
+	// Mirror is the version that gets a copy of MirrorShare of the
+	// requests (nil when the route mirrors nothing).
+	Mirror        *Version
+	MirrorMetrics *metrics.Mirror
+	mirrorShare   uint64 // in 0.01%
+	mirrorPos     atomic.Uint64
 }
 
 // Version is one version of a compiled route.
@@ -230,6 +237,11 @@ func compileRoute(idx int, rc *config.Route, e Effective, reg *Registry) (*Route
 			return nil, fmt.Errorf("rule names unknown version %q", ru.Version)
 		}
 		r.rules = append(r.rules, cr)
+	}
+	if mv := rc.Mirror.Version; mv != "" && rc.Mirror.Percent > 0 {
+		r.Mirror = r.version(mv)
+		r.mirrorShare = uint64(rc.Mirror.Percent)
+		r.MirrorMetrics = reg.mirrorMetrics(rc.Name, mv)
 	}
 	r.buildRing()
 	r.buildSticky()
