@@ -43,6 +43,8 @@ type options struct {
 	proxyCPU  string
 	loadCPU   string
 	veerSrc   string
+	maxOther  float64
+	redo      int
 }
 
 func main() {
@@ -78,6 +80,8 @@ func parseFlags(args []string) (*options, error) {
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory with configs and logs")
 	fs.StringVar(&o.proxyCPU, "proxy-cpu", "0", "CPU list (taskset -c) for the proxy under test")
 	fs.StringVar(&o.loadCPU, "load-cpu", "1", "CPU list (taskset -c) for wrk, the upstream and the harness")
+	fs.Float64Var(&o.maxOther, "max-other-cpu", 15, "redo a run when other processes used more than this `PERCENT` of a CPU during it (0: never)")
+	fs.IntVar(&o.redo, "redo", 2, "at most this many redos per run for -max-other-cpu; the least disturbed attempt is kept")
 	fs.StringVar(&o.veerSrc, "veer-src", "", "build veer from this checkout `DIR` instead of this one (before/after comparisons)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: go run ./bench [flags]\n\nRuns veer, nginx and HAProxy side by side; see bench/README.md.\n\n")
@@ -103,6 +107,9 @@ func parseFlags(args []string) (*options, error) {
 		}
 		if !set["idle-conns"] {
 			o.idleConns = 1000
+		}
+		if !set["redo"] {
+			o.redo = 0
 		}
 	}
 	if o.rounds < 1 || o.duration < time.Second || o.idleConns < 1 {

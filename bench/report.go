@@ -43,9 +43,42 @@ func printScenario(w io.Writer, sr *scenarioResult) {
 				p.Proxy, m.IdleConns, m.BytesPerConn, mib(m.PeakRSS), m.IdleFailed)
 			continue
 		}
-		fmt.Fprintf(w, "   %-8s %9.0f req/s  p50 %7.2fms  p99 %7.2fms  p99.9 %7.2fms  %6.3f CPU s/100k  peak %6.1f MiB  canary %5.2f%%  errors %d  non-2xx %d\n",
-			p.Proxy, m.RPS, m.P50, m.P99, m.P999, m.CPUPer100k, mib(m.PeakRSS), m.canaryShare(), m.Errors, m.Non2xx)
+		fmt.Fprintf(w, "   %-8s %9.0f req/s  p50 %7.2fms  p99 %7.2fms  p99.9 %7.2fms  %6.3f CPU s/100k  peak %6.1f MiB  canary %5.2f%%  errors %d  non-2xx %d  others' CPU %.0f%%\n",
+			p.Proxy, m.RPS, m.P50, m.P99, m.P999, m.CPUPer100k, mib(m.PeakRSS), m.canaryShare(), m.Errors, m.Non2xx, m.OtherCPU)
 	}
+}
+
+// noisyCPU is how much of a CPU other processes may take during a run
+// before results.md calls the run noisy.
+const noisyCPU = 10.0
+
+// noisyRuns lists the measured runs during which other processes used
+// more than noisyCPU percent of a CPU.
+func (r *report) noisyRuns() []string {
+	var out []string
+	for _, sr := range r.Scenarios {
+		for _, p := range sr.Proxies {
+			for _, run := range p.Runs {
+				if run.OtherCPU > noisyCPU {
+					out = append(out, fmt.Sprintf("%s/%s round %d: %.0f%%", sr.Scenario.Name, p.Proxy, run.Round, run.OtherCPU))
+				}
+			}
+		}
+	}
+	return out
+}
+
+func (r *report) measuredRuns() int {
+	n := 0
+	for _, sr := range r.Scenarios {
+		if sr.Scenario.Idle {
+			continue
+		}
+		for _, p := range sr.Proxies {
+			n += len(p.Runs)
+		}
+	}
+	return n
 }
 
 // busy reports whether a /proc/loadavg triple starts above 1.
@@ -121,7 +154,7 @@ func (r *report) markdown() string {
 		r.Date.Format("2006-01-02 15:04 MST"), r.Command, r.Elapsed.Round(time.Second), r.Options.rounds, r.Options.duration)
 	fmt.Fprintf(&b, "| | |\n|---|---|\n")
 	fmt.Fprintf(&b, "| machine | %d CPUs, %s, %s |\n", m.CPUs, m.CPU, m.Kernel)
-	fmt.Fprintf(&b, "| load average (1, 5, 15 min) | %s at the start, %s at the end |\n", r.LoadStart, r.LoadEnd)
+	fmt.Fprintf(&b, "| load average (1, 5, 15 min) | %s before the first run (the harness's own processes raise it during the runs) |\n", r.LoadStart)
 	fmt.Fprintf(&b, "| veer | %s (%s) |\n", m.Veer, m.Go)
 	fmt.Fprintf(&b, "| nginx | %s |\n| HAProxy | %s |\n| load generator | %s |\n\n", m.Nginx, m.HAProxy, m.Wrk)
 	fmt.Fprintf(&b, "Each proxy runs alone on CPU %s with one worker (veer `GOMAXPROCS=1`, nginx `worker_processes 1`, HAProxy `nbthread 1`); "+
@@ -130,8 +163,10 @@ func (r *report) markdown() string {
 		"peak RSS is VmHWM (nginx: master + worker); canary %% is the canary upstream's share of the requests it and blue counted (configured: %d%%). "+
 		"The last column is veer's requests/s divided by that row's.\n\n", r.Options.proxyCPU, r.Options.loadCPU, weightCanary)
 
-	if busy(r.LoadStart) || busy(r.LoadEnd) {
-		b.WriteString("**The machine was busy** (one-minute load average above 1 with 2 CPUs): other work shared the proxy's CPU, so these figures are noisy; compare them only with figures from the same run.\n\n")
+	if noisy := r.noisyRuns(); busy(r.LoadStart) || len(noisy) > 0 {
+		fmt.Fprintf(&b, "**The machine was not quiet**: load average %s before the first run; %d of %d measured runs had other processes using more than %.0f%% of a CPU (the \"others' CPU\" column, median per row). "+
+			"Other work shares the proxy's CPU or the load generator's, so these figures are noisy; compare them only with figures from the same run.\n\n",
+			r.LoadStart, len(noisy), r.measuredRuns(), noisyCPU)
 	}
 	if probs := r.problems(); len(probs) > 0 {
 		b.WriteString("**Problems in this run** (figures affected by these are not to be trusted):\n\n")
@@ -142,8 +177,8 @@ func (r *report) markdown() string {
 	}
 
 	b.WriteString("## Throughput and latency\n\n")
-	b.WriteString("| scenario | proxy | req/s | p50 | p99 | p99.9 | CPU s/100k | peak RSS MiB | canary % | errors | non-2xx | veer ÷ this |\n")
-	b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	b.WriteString("| scenario | proxy | req/s | p50 | p99 | p99.9 | CPU s/100k | peak RSS MiB | canary % | errors | non-2xx | others' CPU % | veer ÷ this |\n")
+	b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, sr := range r.Scenarios {
 		if sr.Scenario.Idle {
 			continue
@@ -159,8 +194,8 @@ func (r *report) markdown() string {
 			if veer != nil && p.Proxy != "veer" {
 				vs = ratio(veer.Median.RPS, md.RPS)
 			}
-			fmt.Fprintf(&b, "| %s | %s | %.0f | %.2f | %.2f | %.2f | %.3f | %.1f | %s | %d | %d | %s |\n",
-				sr.Scenario.Title, p.Proxy, md.RPS, md.P50, md.P99, md.P999, md.CPUPer100k, mib(md.PeakRSS), share, md.Errors, md.Non2xx, vs)
+			fmt.Fprintf(&b, "| %s | %s | %.0f | %.2f | %.2f | %.2f | %.3f | %.1f | %s | %d | %d | %.0f | %s |\n",
+				sr.Scenario.Title, p.Proxy, md.RPS, md.P50, md.P99, md.P999, md.CPUPer100k, mib(md.PeakRSS), share, md.Errors, md.Non2xx, md.OtherCPU, vs)
 		}
 	}
 

@@ -107,6 +107,32 @@ func clockTicks() float64 {
 	return 100
 }
 
+// busyTicks is the time all CPUs spent not idle (not idle, not iowait)
+// since boot, from /proc/stat, in clock ticks.
+func busyTicks() (int64, error) {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return 0, fmt.Errorf("/proc/stat: unexpected first line %q", line)
+	}
+	var busy int64
+	for i, v := range f[1:] {
+		if i == 3 || i == 4 || i >= 8 { // idle, iowait; guest time is already in user
+			continue
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/stat: %w", err)
+		}
+		busy += n
+	}
+	return busy, nil
+}
+
 // cpuTicks is utime+stime of pid from /proc/PID/stat, in clock ticks.
 func cpuTicks(pid int) (int64, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))

@@ -37,6 +37,7 @@ type wrkResult struct {
 	P99        float64
 	P999       float64
 	Max        float64
+	CPU        time.Duration // wrk's own user+system time
 }
 
 func (w *wrkResult) rps() float64 {
@@ -67,7 +68,7 @@ func runWrk(ctx context.Context, e *env, sc *scenario, port int, d time.Duration
 	args = append(args, fmt.Sprintf("http://127.0.0.1:%d%s", port, sc.Path))
 	wctx, cancel := context.WithTimeout(ctx, d+30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(wctx, "taskset", args...)
+	cmd := exec.CommandContext(wctx, "taskset", args...) // taskset execs wrk: same process
 	out, err := cmd.CombinedOutput()
 	if rawFile != "" {
 		_ = os.WriteFile(rawFile, append([]byte("taskset "+strings.Join(args, " ")+"\n\n"), out...), 0o644)
@@ -75,7 +76,12 @@ func runWrk(ctx context.Context, e *env, sc *scenario, port int, d time.Duration
 	if err != nil {
 		return nil, fmt.Errorf("wrk: %v\n%s", err, out)
 	}
-	return parseWrk(string(out))
+	w, err := parseWrk(string(out))
+	if err != nil {
+		return nil, err
+	}
+	w.CPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	return w, nil
 }
 
 // parseWrk finds doneLua's BENCH line in wrk's output.
