@@ -59,6 +59,7 @@ type App struct {
 	draining   atomic.Bool
 	reloadMu   sync.Mutex
 	lastSum    [32]byte
+	edge       edge // TLS, the redirect listener, the access log (edge.go)
 }
 
 // New builds an App and opens its listeners, ready for Run.
@@ -133,6 +134,11 @@ func New(o Options) (*App, error) {
 			return nil, fmt.Errorf("admin listener: %w", err)
 		}
 	}
+	if err := a.openEdge(cfg); err != nil {
+		a.proxyLn.Close()
+		a.adminLn.Close()
+		return nil, err
+	}
 	return a, nil
 }
 
@@ -186,14 +192,16 @@ func (a *App) Run(ctx context.Context) error {
 			a.o.Log.Warn("cannot watch the config file: reload with SIGHUP", "err", err)
 		}
 	}
-	errc := make(chan error, 2)
-	go func() { errc <- a.server.Serve(a.proxyLn) }()
+	errc := make(chan error, 3)
+	a.startEdge(bg, errc)
+	proxyLn := a.edgeListener(a.proxyLn)
+	go func() { errc <- a.server.Serve(proxyLn) }()
 	go func() {
 		if err := a.adminSrv.Serve(a.adminLn); !errors.Is(err, http.ErrServerClosed) {
 			errc <- err
 		}
 	}()
-	a.o.Log.Info("veer is serving", "proxy", a.ProxyAddr(), "admin", a.AdminAddr(), "routes", len(a.o.Config.Routes))
+	a.o.Log.Info("veer is serving", append([]any{"proxy", a.ProxyAddr(), "admin", a.AdminAddr(), "routes", len(a.o.Config.Routes)}, a.servingAttrs()...)...)
 	select {
 	case <-ctx.Done():
 	case err := <-errc:
@@ -209,6 +217,7 @@ func (a *App) shutdown() error {
 	dctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout.D())
 	defer cancel()
 	err := a.server.ShutdownWithContext(dctx)
+	a.drainEdge(dctx)
 	a.prober.Stop()
 	actx, acancel := context.WithTimeout(context.Background(), time.Second)
 	defer acancel()
@@ -227,6 +236,7 @@ func (a *App) shutdown() error {
 func (a *App) Reload() {
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
+	a.reloadCerts()
 	file := a.o.Config.File
 	data, err := os.ReadFile(file)
 	if err != nil {
@@ -249,6 +259,7 @@ func (a *App) Reload() {
 	}
 	a.lastSum = sum
 	a.notifier.SetHooks(hooks(cfg))
+	a.reloadEdge(old, cfg)
 	if cfg.Listen != old.Listen || cfg.Admin.Listen != old.Admin.Listen || cfg.Limits != old.Limits {
 		a.o.Log.Warn("listen addresses and limits take effect on restart; the rest of the new config is live")
 	}

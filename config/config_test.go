@@ -122,6 +122,7 @@ routes:
 			Connect:        config.Duration(time.Second),
 			ResponseHeader: config.Duration(30 * time.Second),
 			Idle:           config.Duration(90 * time.Second),
+			UpgradeIdle:    config.Duration(time.Hour),
 		}},
 		{"retries.attempts", *r.Retries.Attempts, 1},
 		{"mirror", r.Mirror, config.Mirror{MaxBodyBytes: 65536}},

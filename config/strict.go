@@ -273,6 +273,8 @@ func friendlier(m string) string {
 var sections = map[reflect.Type]string{
 	reflect.TypeFor[Config]():      "at the top level",
 	reflect.TypeFor[Admin]():       "in admin",
+	reflect.TypeFor[ListenerTLS](): "in tls",
+	reflect.TypeFor[Certificate](): "in a certificate",
 	reflect.TypeFor[Limits]():      "in limits",
 	reflect.TypeFor[RateLimit]():   "in rate_limit",
 	reflect.TypeFor[AccessLog]():   "in access_log",

@@ -15,16 +15,17 @@ import (
 
 // Config is the whole file. See SPEC.md and docs/config.md for every key.
 type Config struct {
-	Listen         string    `yaml:"listen"`
-	Admin          Admin     `yaml:"admin"`
-	StateFile      string    `yaml:"state_file"`
-	TrustedProxies []string  `yaml:"trusted_proxies"`
-	DrainTimeout   Duration  `yaml:"drain_timeout"`
-	Limits         Limits    `yaml:"limits"`
-	RateLimit      RateLimit `yaml:"rate_limit"`
-	AccessLog      AccessLog `yaml:"access_log"`
-	Routes         []Route   `yaml:"routes"`
-	Notify         Notify    `yaml:"notify"`
+	Listen         string       `yaml:"listen"`
+	Admin          Admin        `yaml:"admin"`
+	TLS            *ListenerTLS `yaml:"tls"`
+	StateFile      string       `yaml:"state_file"`
+	TrustedProxies []string     `yaml:"trusted_proxies"`
+	DrainTimeout   Duration     `yaml:"drain_timeout"`
+	Limits         Limits       `yaml:"limits"`
+	RateLimit      RateLimit    `yaml:"rate_limit"`
+	AccessLog      AccessLog    `yaml:"access_log"`
+	Routes         []Route      `yaml:"routes"`
+	Notify         Notify       `yaml:"notify"`
 
 	// File is the path the config was read from ("" when built in code).
 	File string `yaml:"-"`
@@ -58,6 +59,27 @@ type Limits struct {
 type RateLimit struct {
 	RequestsPerSecond float64 `yaml:"requests_per_second"` // 0 = off
 	Burst             int     `yaml:"burst"`
+}
+
+// ListenerTLS terminates TLS on the proxy listener (an extension of SPEC;
+// see docs/config.md). Absent means plain HTTP.
+type ListenerTLS struct {
+	// Certificates are chosen by SNI among their DNS names; the first is
+	// the default for clients without SNI or with a name none covers.
+	Certificates []Certificate `yaml:"certificates"`
+	MinVersion   string        `yaml:"min_version"` // "1.2" (default) or "1.3"
+	// RedirectHTTP, when set, is a plain-HTTP listener that answers every
+	// request with 308 to the same URL over https.
+	RedirectHTTP string `yaml:"redirect_http"`
+	// RedirectPort is the https port put in the redirects (0: the port of
+	// listen; 443 is left out of the URL).
+	RedirectPort int `yaml:"redirect_port"`
+}
+
+// Certificate is one certificate/key pair of files (PEM).
+type Certificate struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
 }
 
 // AccessLog turns on access logging ("" path = off).
@@ -196,6 +218,9 @@ type Timeouts struct {
 	Connect        Duration `yaml:"connect"`
 	ResponseHeader Duration `yaml:"response_header"`
 	Idle           Duration `yaml:"idle"`
+	// UpgradeIdle closes an upgraded connection (WebSocket) after this long
+	// without a byte either way (an extension of SPEC).
+	UpgradeIdle Duration `yaml:"upgrade_idle"`
 }
 
 // Retries retries idempotent requests on another backend of the same version.

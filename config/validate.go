@@ -47,6 +47,9 @@ func (c *Config) applyDefaults() {
 		c.RateLimit.Burst = int(rps) + 1
 	}
 	setStr(&c.AccessLog.Format, "json")
+	if c.TLS != nil {
+		setStr(&c.TLS.MinVersion, "1.2")
+	}
 	for i := range c.Routes {
 		r := &c.Routes[i]
 		setStr(&r.Match.PathPrefix, "/")
@@ -108,6 +111,7 @@ func (c *Config) applyDefaults() {
 		setDur(&r.Timeouts.Connect, time.Second)
 		setDur(&r.Timeouts.ResponseHeader, 30*time.Second)
 		setDur(&r.Timeouts.Idle, 90*time.Second)
+		setDur(&r.Timeouts.UpgradeIdle, time.Hour)
 		if r.Retries.Attempts == nil {
 			n := 1
 			r.Retries.Attempts = &n
@@ -197,6 +201,10 @@ func (c *Config) Validate() error {
 	k.limits()
 	if f := c.AccessLog.Format; f != "" && f != "json" && f != "combined" {
 		k.add(fmt.Sprintf("access_log.format %q must be json or combined", f), "access_log", "format")
+	}
+	k.accessLogPath()
+	if c.TLS != nil {
+		k.listenerTLS(c.TLS)
 	}
 	if r := c.RateLimit.RequestsPerSecond; !(r >= 0 && r <= maxRate) {
 		k.add(fmt.Sprintf("rate_limit.requests_per_second %v must be from 0 (off) to %d", r, maxRate), "rate_limit", "requests_per_second")
@@ -316,7 +324,7 @@ func (k *checker) route(i int, r *Route) {
 			k.add(fmt.Sprintf("version %q: tls.ca_file is unused with tls.insecure_skip_verify: true; drop one of them", name), at("versions", name, "tls", "insecure_skip_verify")...)
 		}
 		if v.TLS.CAFile != "" {
-			if _, err := os.Stat(k.c.ResolvePath(v.TLS.CAFile)); err != nil {
+			if err := checkCAFile(k.c.ResolvePath(v.TLS.CAFile)); err != nil {
 				k.add(fmt.Sprintf("version %q: tls.ca_file: %v", name, err), at("versions", name, "tls", "ca_file")...)
 			}
 		}

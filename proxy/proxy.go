@@ -22,6 +22,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/veer-proxy/veer/accesslog"
 	"github.com/veer-proxy/veer/metrics"
 	"github.com/veer-proxy/veer/router"
 )
@@ -38,6 +39,11 @@ type Proxy struct {
 	// OnEject is called (off the request path's critical section, but on its
 	// goroutine) when passive ejection takes a backend out.
 	OnEject func(b *router.Backend, until time.Time)
+	// AccessLog, when set (before serving), gets a line per request; nil
+	// turns access logging off at the cost of a nil check.
+	AccessLog *accesslog.Logger
+
+	up upgrades // open WebSocket/Upgrade tunnels (upgrade.go)
 
 	mirror   *mirrorer
 	idPrefix [8]byte
@@ -110,6 +116,9 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	r := t.Match(host, path)
 	if r == nil {
 		ctx.Error("veer: no route for this host and path\n", fasthttp.StatusNotFound)
+		if p.AccessLog != nil {
+			p.logAccess(ctx, nil, nil, nil)
+		}
 		return
 	}
 	start := p.Now()
@@ -136,6 +145,14 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 		ctx.Response.Header.SetBytesV("Retry-After", retryAfter5)
 		ctx.Response.Header.SetBytesKV(hdrVersion, v.NameBytes())
 		p.count(v, fasthttp.StatusServiceUnavailable, start)
+		if p.AccessLog != nil {
+			p.logAccess(ctx, r, v, nil)
+		}
+		return
+	}
+
+	if isUpgrade(req) { // WebSocket and other upgrades: upgrade.go
+		p.upgrade(ctx, t, r, v, b, start, pin)
 		return
 	}
 
@@ -158,6 +175,9 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 		setStickyCookie(resp, name, v.Name)
 	}
 	p.count(v, status, start)
+	if p.AccessLog != nil {
+		p.logAccess(ctx, r, v, b)
+	}
 }
 
 // setScheme makes req's scheme the backend's, whatever the client sent:

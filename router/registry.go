@@ -100,7 +100,9 @@ func (g *Registry) backend(rc *config.Route, version string, vc *config.Version,
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	id := rc.Name + "/" + version + "/" + addr
-	key := fmt.Sprintf("%v|%v|%v|%+v", rc.Timeouts.Connect, rc.Timeouts.ResponseHeader, rc.Timeouts.Idle, vc.TLS)
+	// The CA file's size and time are in the key, so that a reload after
+	// the CA file changed builds a client that trusts the new one.
+	key := fmt.Sprintf("%v|%v|%v|%+v|%s", rc.Timeouts.Connect, rc.Timeouts.ResponseHeader, rc.Timeouts.Idle, vc.TLS, fileStamp(vc.TLS.CAFile))
 	e := g.backends[id]
 	if e == nil {
 		e = &backendEntry{state: health.NewBackendState()}
@@ -158,6 +160,18 @@ func (g *Registry) Retain(t *Table) {
 			time.AfterFunc(time.Minute, c.CloseIdleConnections)
 		}
 	}
+}
+
+// fileStamp is a file's size and modification time ("" without a file).
+func fileStamp(path string) string {
+	if path == "" {
+		return ""
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "missing"
+	}
+	return fmt.Sprintf("%d@%d", fi.Size(), fi.ModTime().UnixNano())
 }
 
 func splitKey(k string) (string, string) {

@@ -149,7 +149,7 @@ func Compile(cfg *config.Config, eff map[string]Effective, reg *Registry) (*Tabl
 		if !ok {
 			e = Effective{Weights: rc.Weights, Stable: rc.Stable}
 		}
-		r, err := compileRoute(i, rc, e, reg)
+		r, err := compileRoute(i, rc, e, reg, cfg.ResolvePath)
 		if err != nil {
 			return nil, fmt.Errorf("route %s: %w", rc.Name, err)
 		}
@@ -160,7 +160,9 @@ func Compile(cfg *config.Config, eff map[string]Effective, reg *Registry) (*Tabl
 	return t, nil
 }
 
-func compileRoute(idx int, rc *config.Route, e Effective, reg *Registry) (*Route, error) {
+// compileRoute compiles one route; resolve makes a path of the config (a
+// version's tls.ca_file) relative to the config file's directory.
+func compileRoute(idx int, rc *config.Route, e Effective, reg *Registry, resolve func(string) string) (*Route, error) {
 	r := &Route{
 		Name:     rc.Name,
 		Index:    idx,
@@ -180,7 +182,8 @@ func compileRoute(idx int, rc *config.Route, e Effective, reg *Registry) (*Route
 	}
 	var total int
 	for i, name := range rc.VersionOrder {
-		vc := rc.Versions[name]
+		vc := rc.Versions[name] // a copy: the config is never mutated
+		vc.TLS.CAFile = resolve(vc.TLS.CAFile)
 		v := &Version{Name: name, Index: i, Weight: e.Weights[name], Route: r, nameB: []byte(name)}
 		total += int(v.Weight)
 		v.Window = reg.window(rc, name)

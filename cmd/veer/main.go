@@ -104,6 +104,14 @@ func serve(args []string, stderr io.Writer) int {
 			a.Reload()
 		}
 	}()
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	go func() {
+		for range usr1 {
+			log.Info("SIGUSR1: reopening the access log")
+			a.ReopenLogs()
+		}
+	}()
 	if err := a.Run(ctx); err != nil {
 		fmt.Fprintf(stderr, "veer serve: %v\n", err)
 		return 1
