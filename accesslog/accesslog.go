@@ -1,7 +1,7 @@
 // Package accesslog writes veer's access log: one line per request, as JSON
 // or in the Apache/nginx combined format, to stdout, stderr or a file.
 //
-// Writing never blocks a request. Log formats the line into a pooled buffer
+// Writing never blocks a request. Log formats the line into a reused buffer
 // on the request's goroutine and hands it to a bounded channel; one
 // goroutine drains the channel into a buffered writer and flushes whenever
 // the channel is empty. When the channel is full the line is dropped and
@@ -19,7 +19,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -83,7 +82,7 @@ type Logger struct {
 	done    chan struct{}
 	stopped chan struct{}
 	closed  atomic.Bool
-	pool    sync.Pool
+	free    chan *line // buffers to reuse: a free list that, unlike a sync.Pool, GC does not empty
 	dropped prometheus.Counter
 	nDrop   atomic.Int64
 	log     *slog.Logger
@@ -120,7 +119,7 @@ func New(o Options) (*Logger, error) {
 			Name: "veer_access_log_dropped_total",
 			Help: "Access log lines dropped because the writer fell behind (its buffer was full)."}),
 	}
-	l.pool.New = func() any { return &line{b: make([]byte, 0, 512)} }
+	l.free = make(chan *line, o.Buffer+64)
 	if o.Registerer != nil {
 		if err := o.Registerer.Register(l.dropped); err != nil {
 			return nil, err
@@ -156,12 +155,17 @@ func openFile(path string) (*os.File, error) {
 }
 
 // Log formats e and queues the line; a full queue drops it and counts it.
-// It allocates nothing once the pool is warm.
+// It allocates nothing once enough buffers circulate (at most Buffer+64).
 func (l *Logger) Log(e *Entry) {
 	if l.closed.Load() {
 		return
 	}
-	ln := l.pool.Get().(*line)
+	var ln *line
+	select {
+	case ln = <-l.free:
+	default: // every buffer is in flight: at most Buffer+64 are ever made
+		ln = &line{b: make([]byte, 0, 512)}
+	}
 	if l.combine {
 		ln.b = appendCombined(ln.b[:0], e)
 	} else {
@@ -180,7 +184,10 @@ func (l *Logger) put(ln *line) {
 	if cap(ln.b) > 64<<10 { // a huge line's buffer is not kept
 		return
 	}
-	l.pool.Put(ln)
+	select {
+	case l.free <- ln:
+	default:
+	}
 }
 
 // Dropped returns the number of lines dropped so far.

@@ -165,7 +165,7 @@ func dashStr(b []byte, s string) []byte {
 }
 
 // escaped appends s with '"', '\', control bytes and bytes >= 0x7f as
-// \xHH, and spaces too when space is set (an unquoted field).
+// \xHH (upper-case hex, as nginx), and spaces too when space is set (an unquoted field).
 func escaped(b, s []byte, space bool) []byte {
 	for _, c := range s {
 		b = escapeByte(b, c, space)
@@ -173,9 +173,11 @@ func escaped(b, s []byte, space bool) []byte {
 	return b
 }
 
+const upperHex = "0123456789ABCDEF"
+
 func escapeByte(b []byte, c byte, space bool) []byte {
 	if c == '"' || c == '\\' || c < 0x20 || c >= 0x7f || (space && c == ' ') {
-		return append(b, '\\', 'x', hexDigits[c>>4], hexDigits[c&0xf])
+		return append(b, '\\', 'x', upperHex[c>>4], upperHex[c&0xf])
 	}
 	return append(b, c)
 }

@@ -345,14 +345,16 @@ func (t *tunnel) attach(c net.Conn) bool {
 	return !t.closed
 }
 
-// close closes both connections; the pumps then end.
+// close closes the backend's connection and ends the client's: fasthttp
+// closes a hijacked connection itself once serve returns (its Close does
+// nothing before), so a deadline in the past wakes the pump reading it.
 func (t *tunnel) close() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.closed = true
 	t.backend.Close()
 	if t.client != nil {
-		t.client.Close()
+		_ = t.client.SetDeadline(time.Unix(1, 0))
 	}
 }
 
