@@ -14,6 +14,7 @@ import (
 	"github.com/veer-proxy/veer/config"
 	"github.com/veer-proxy/veer/health"
 	"github.com/veer-proxy/veer/metrics"
+	"github.com/veer-proxy/veer/upstream"
 )
 
 // Registry keeps the state that must outlive a table swap, keyed by stable
@@ -196,10 +197,10 @@ func newClient(addr string, rc *config.Route, vc *config.Version) (*fasthttp.Hos
 		MaxConns:                  16384,
 		MaxConnWaitTimeout:        connect,
 		MaxIdleConnDuration:       rc.Timeouts.Idle.D(),
-		ReadTimeout:               rc.Timeouts.ResponseHeader.D(),
-		WriteTimeout:              rc.Timeouts.ResponseHeader.D(),
-		ReadBufferSize:            16 << 10,
-		MaxResponseBodySize:       0,
+		// The exchange itself is upstream.Transport's: the response-header
+		// timeout (fasthttp's ReadTimeout would be one deadline for the whole
+		// response, cutting long downloads), streamed bodies, strict framing.
+		Transport: &upstream.Transport{ResponseHeader: rc.Timeouts.ResponseHeader.D()},
 		Dial: func(a string) (net.Conn, error) {
 			return (&net.Dialer{Timeout: connect}).Dial("tcp", a)
 		},
