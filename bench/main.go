@@ -43,6 +43,7 @@ type options struct {
 	proxyCPU  string
 	loadCPU   string
 	veerSrc   string
+	veerRev   string
 	maxOther  float64
 	redo      int
 }
@@ -83,6 +84,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.Float64Var(&o.maxOther, "max-other-cpu", 15, "redo a run when other processes used more than this `PERCENT` of a CPU during it (0: never)")
 	fs.IntVar(&o.redo, "redo", 2, "at most this many redos per run for -max-other-cpu; the least disturbed attempt is kept")
 	fs.StringVar(&o.veerSrc, "veer-src", "", "build veer from this checkout `DIR` instead of this one (before/after comparisons)")
+	fs.StringVar(&o.veerRev, "veer-rev", "", "build veer from this git `REVISION` of this repository (git archive), not the working tree")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: go run ./bench [flags]\n\nRuns veer, nginx and HAProxy side by side; see bench/README.md.\n\n")
 		fs.PrintDefaults()
@@ -111,6 +113,9 @@ func parseFlags(args []string) (*options, error) {
 		if !set["redo"] {
 			o.redo = 0
 		}
+	}
+	if o.veerSrc != "" && o.veerRev != "" {
+		return nil, errors.New("-veer-src and -veer-rev exclude each other")
 	}
 	if o.rounds < 1 || o.duration < time.Second || o.idleConns < 1 {
 		return nil, errors.New("-rounds must be at least 1, -duration at least 1s, -idle-conns at least 1")
@@ -254,6 +259,9 @@ func commandLine(o *options) string {
 	if len(o.scenarios) != len(scenarios) {
 		s += " -scenarios " + strings.Join(o.scenarios, ",")
 	}
+	if o.veerRev != "" {
+		s += " -veer-rev " + o.veerRev
+	}
 	if len(o.proxies) != len(proxyNames) {
 		s += " -proxies " + strings.Join(o.proxies, ",")
 	}
@@ -343,6 +351,21 @@ func lookPath(bin string) (string, error) {
 
 // build compiles veer, the upstream and (with -profile) veerprof.
 func (e *env) build(ctx context.Context) error {
+	if rev := e.o.veerRev; rev != "" {
+		src := filepath.Join(e.tmp, "src")
+		if err := os.MkdirAll(src, 0o755); err != nil {
+			return err
+		}
+		e.log("git archive %s into %s", rev, src)
+		cmd := exec.CommandContext(ctx, "sh", "-c", `git -C "$1" archive --format=tar "$2" | tar -x -C "$3"`, "sh", e.root, rev, src)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("git archive %s: %v\n%s", rev, err, out)
+		}
+		if _, err := os.Stat(filepath.Join(src, "cmd", "veer")); err != nil {
+			return fmt.Errorf("revision %s has no cmd/veer", rev)
+		}
+		e.o.veerSrc = src
+	}
 	bins := []struct {
 		dst *string
 		pkg string

@@ -38,19 +38,21 @@ func describeMachine(ctx context.Context, e *env) machine {
 	}
 	m.Kernel = run("", "uname", "-sr")
 	m.Go = run(e.root, "go", "version")
-	src := e.root
-	if e.o.veerSrc != "" {
-		src = e.o.veerSrc
-	}
-	m.Veer = run(src, "git", "rev-parse", "--short=12", "HEAD")
-	if strings.Contains(m.Veer, "fatal") {
-		m.Veer = "unknown"
-	}
-	if run(src, "git", "status", "--porcelain", "--untracked-files=no") != "" {
-		m.Veer += "-dirty"
-	}
-	if e.o.veerSrc != "" {
+	switch {
+	case e.o.veerRev != "":
+		m.Veer = run(e.root, "git", "rev-parse", "--short=12", e.o.veerRev+"^{commit}")
+	case e.o.veerSrc != "":
+		m.Veer = run(e.o.veerSrc, "git", "rev-parse", "--short=12", "HEAD")
+		if strings.Contains(m.Veer, "fatal") || m.Veer == "" {
+			m.Veer = "unknown"
+		}
 		m.Veer += " from " + e.o.veerSrc
+	default:
+		m.Veer = run(e.root, "git", "rev-parse", "--short=12", "HEAD")
+		// Uncommitted changes to Go files were built in.
+		if run(e.root, "git", "status", "--porcelain", "--", "*.go", "go.mod", "go.sum") != "" {
+			m.Veer += " plus uncommitted changes"
+		}
 	}
 	m.Nginx = strings.TrimPrefix(firstLine(run("", e.nginx, "-v")), "nginx version: ")
 	m.HAProxy = firstLine(run("", e.haproxy, "-v"))
