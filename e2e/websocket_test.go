@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/sha1"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
@@ -193,6 +194,12 @@ func dialWS(t *testing.T, addr, path string, headers ...string) *wsConn {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return handshakeWS(t, c, path, headers...)
+}
+
+// handshakeWS opens a WebSocket on c (plain or TLS).
+func handshakeWS(t *testing.T, c net.Conn, path string, headers ...string) *wsConn {
+	t.Helper()
 	t.Cleanup(func() { c.Close() })
 	var k [16]byte
 	rand.Read(k[:])
@@ -424,4 +431,42 @@ func TestWebSocketDrain(t *testing.T) {
 	if !strings.Contains(v.Log(), "closed the upgraded connections") {
 		t.Errorf("the drain did not log closing the upgraded connections:\n%s", v.Log())
 	}
+}
+
+// TestWebSocketOverTLS: wss:// through veer's TLS listener, X-Forwarded-Proto
+// https at the backend, and a clean close.
+func TestWebSocketOverTLS(t *testing.T) {
+	ca := newCA(t)
+	canary := newWSBackend(t, "canary")
+	dir := t.TempDir()
+	ca.writePair(t, dir, "shop", "shop.example.com")
+	v := startVeerWith(t, dir, fmt.Sprintf(`
+listen: 127.0.0.1:0
+admin: {listen: 127.0.0.1:0}
+tls:
+  certificates: [{cert_file: shop.pem, key_file: shop-key.pem}]
+routes:
+  - name: shop
+    versions:
+      canary: {backends: [%q]}
+`, canary.addr))
+	c, err := tls.Dial("tcp", v.ProxyAddr, &tls.Config{RootCAs: ca.pool, ServerName: "shop.example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := handshakeWS(t, c, "/chat")
+	if op, p := ws.recv(t); op != opText || string(p) != "hello from canary" {
+		t.Fatalf("greeting: got %#x %q", op, p)
+	}
+	for i := 0; i < 50; i++ {
+		msg := []byte(strings.Repeat("s", i*100))
+		ws.send(t, opBinary, msg)
+		if _, got := ws.recv(t); !bytes.Equal(got, msg) {
+			t.Fatalf("message %d: echo differs", i)
+		}
+	}
+	if got := canary.lastHdr.Load().(http.Header).Get("X-Forwarded-Proto"); got != "https" {
+		t.Errorf("X-Forwarded-Proto at the backend: %q, want https", got)
+	}
+	ws.closeClean(t)
 }
