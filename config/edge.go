@@ -53,7 +53,7 @@ func (k *checker) listenerTLS(t *ListenerTLS) {
 			k.add("a certificate needs key_file: the PEM private key file", "tls", "certificates", i)
 		default:
 			if _, err := tlsterm.LoadPair(pairs[i]); err != nil {
-				k.add(fmt.Sprintf("tls certificate %s: %v", p.CertFile, err), "tls", "certificates", i)
+				k.add(fmt.Sprintf("tls.certificates[%d]: %v", i, err), "tls", "certificates", i)
 			}
 		}
 	}

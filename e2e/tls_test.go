@@ -287,7 +287,8 @@ routes:
 	if code := exitCode(err); code != 1 {
 		t.Fatalf("validate: exit %d, want 1\n%s", code, out)
 	}
-	for _, want := range []string{path + ":5: tls certificate b.pem: ", "a-key.pem is not the key of", path + ":6: tls certificate missing.pem: "} {
+	for _, want := range []string{path + ":5: tls.certificates[1]: " + filepath.Join(dir, "a-key.pem") + " is not the key of " + filepath.Join(dir, "b.pem") + "\n",
+		path + ":6: tls.certificates[2]: certificate: open " + filepath.Join(dir, "missing.pem") + ": no such file"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("validate output lacks %q:\n%s", want, out)
 		}

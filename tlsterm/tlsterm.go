@@ -53,14 +53,24 @@ func LoadPair(p Pair) (*tls.Certificate, error) {
 	return parsePair(p, certPEM, keyPEM)
 }
 
+// pairError is a problem of a pair, in the operator's terms, that is (for
+// errors.Is) one of the sentinels.
+type pairError struct {
+	msg  string
+	kind error
+}
+
+func (e *pairError) Error() string { return e.msg }
+func (e *pairError) Unwrap() error { return e.kind }
+
 func parsePair(p Pair, certPEM, keyPEM []byte) (*tls.Certificate, error) {
 	if !bytes.Contains(certPEM, []byte("-----BEGIN CERTIFICATE-----")) {
-		return nil, fmt.Errorf("%s holds no PEM certificate: %w", p.CertFile, ErrNoCertificate)
+		return nil, &pairError{p.CertFile + " holds no PEM certificate", ErrNoCertificate}
 	}
 	c, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		if strings.Contains(err.Error(), "does not match") {
-			return nil, fmt.Errorf("%s is not the key of %s: %w", p.KeyFile, p.CertFile, ErrKeyMismatch)
+			return nil, &pairError{p.KeyFile + " is not the key of " + p.CertFile, ErrKeyMismatch}
 		}
 		return nil, fmt.Errorf("%s: %v", p, err)
 	}
