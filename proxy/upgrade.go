@@ -107,13 +107,21 @@ func (u *upgrades) remove(t *tunnel) {
 // upgrade serves an upgrade request on backend b of version v.
 func (p *Proxy) upgrade(ctx *fasthttp.RequestCtx, t *router.Table, r *router.Route, v *router.Version, b *router.Backend, start time.Time, pin bool) {
 	req := &ctx.Request
+	if cl := req.Header.ContentLength(); cl > 0 || cl == -1 {
+		// A WebSocket handshake is a GET without a body (RFC 6455 4.1);
+		// a body would have to be streamed under limits.go's rules before
+		// the tunnel, for no client that exists.
+		ctx.Error("veer: an upgrade request must not have a body\n", fasthttp.StatusBadRequest)
+		ctx.SetConnectionClose()
+		if p.AccessLog != nil {
+			p.logAccess(ctx, r, v, nil)
+		}
+		return
+	}
 	proto := append([]byte(nil), req.Header.PeekBytes(hdrUpgrade)...)
 	p.prepareRequest(ctx, t)
 	req.Header.SetBytesKV(hdrConn, strUpgrade)
 	req.Header.SetBytesKV(hdrUpgrade, proto)
-	if body := req.Body(); len(body) > 0 {
-		req.Header.SetContentLength(len(body)) // sent as is, not chunked
-	}
 	p.inflight.Add(1)
 	defer p.inflight.Add(-1)
 
@@ -194,9 +202,10 @@ func (p *Proxy) upgrade(ctx *fasthttp.RequestCtx, t *router.Table, r *router.Rou
 }
 
 // openUpgrade connects to b (with TLS when the version's backends are
-// HTTPS), sends req's head and reads the answer's head into resp (and its
-// body, when it is not a 101). The returned reader holds what the backend
-// sent after the head: the first bytes of the tunnel.
+// HTTPS), sends req's head (it has no body) and reads the answer's head
+// into resp (and its body, when it is not a 101). The returned reader
+// holds what the backend sent after the head: the first bytes of the
+// tunnel.
 func (p *Proxy) openUpgrade(req *fasthttp.Request, r *router.Route, b *router.Backend, resp *fasthttp.Response) (net.Conn, *bufio.Reader, error) {
 	to := r.Config.Timeouts
 	conn, err := (&net.Dialer{Timeout: to.Connect.D()}).Dial("tcp", b.Addr)
@@ -223,7 +232,6 @@ func (p *Proxy) openUpgrade(req *fasthttp.Request, r *router.Route, b *router.Ba
 	_ = conn.SetDeadline(time.Now().Add(to.ResponseHeader.D()))
 	bw := bufio.NewWriterSize(conn, 4096)
 	writeRequestHead(bw, req)
-	bw.Write(req.Body())
 	if err := bw.Flush(); err != nil {
 		conn.Close()
 		return nil, nil, err

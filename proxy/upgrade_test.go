@@ -3,11 +3,21 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -32,9 +42,18 @@ type echoBackend struct {
 
 func newEchoBackend(t *testing.T, greeting string) *echoBackend {
 	t.Helper()
+	return newEchoBackendOn(t, greeting, nil)
+}
+
+// newEchoBackendOn is newEchoBackend over TLS when tc is set.
+func newEchoBackendOn(t *testing.T, greeting string, tc *tls.Config) *echoBackend {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if tc != nil {
+		ln = tls.NewListener(ln, tc)
 	}
 	eb := &echoBackend{addr: ln.Addr().String(), greeting: greeting}
 	var wg sync.WaitGroup
@@ -94,8 +113,8 @@ func (eb *echoBackend) serve(c net.Conn) {
 	io.WriteString(c, crlf("HTTP/1.1 101 Switching Protocols\nUpgrade: echo\nConnection: Upgrade\nKeep-Alive: timeout=5\nX-Backend-Says: hi\nX-Veer-Version: forged\n\n")+eb.greeting)
 	io.Copy(c, br) // echo until the client half-closes
 	io.WriteString(c, "bye")
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.CloseWrite()
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
 	}
 }
 
@@ -264,6 +283,17 @@ func TestUpgradeRefusedOrFailed(t *testing.T) {
 			t.Errorf("veer_requests_total{blue,4xx}: got %v, want 1", got)
 		}
 	})
+	t.Run("upgrade with a body", func(t *testing.T) {
+		eb := newEchoBackend(t, "")
+		v := startVeer(t, fmt.Sprintf(upgradeRoute, eb.addr, eb.addr, "1h"))
+		resp := roundTrip(t, v.addr, "POST /chat HTTP/1.1\nHost: shop.example.com\nConnection: Upgrade\nUpgrade: echo\nContent-Length: 4\n\nbody")
+		if got := resp.StatusCode(); got != 400 {
+			t.Errorf("status: got %d, want 400", got)
+		}
+		if eb.head() != "" {
+			t.Error("the backend got the upgrade request with a body")
+		}
+	})
 	t.Run("backend unreachable", func(t *testing.T) {
 		dead := refusedAddr(t)
 		v := startVeer(t, fmt.Sprintf(upgradeRoute, dead, dead, "1h"))
@@ -412,3 +442,57 @@ routes:
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestUpgradeToHTTPSBackend: a version whose backends are HTTPS gets its
+// upgrades over TLS too, verified against its ca_file.
+func TestUpgradeToHTTPSBackend(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "backend.test"},
+		DNSNames: []string{"backend.test"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	eb := newEchoBackendOn(t, "secret", &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}})
+	v := startVeer(t, fmt.Sprintf(`
+routes:
+  - name: shop
+    match: {host: shop.example.com}
+    versions:
+      blue: {backends: [%q], tls: {enabled: true, ca_file: %q, server_name: backend.test}}
+`, eb.addr, caFile))
+	c, br, h := dialUpgrade(t, v.addr, nil, "")
+	if got := h.StatusCode(); got != 101 {
+		t.Fatalf("status: got %d, want 101", got)
+	}
+	if got := readN(t, br, 6); got != "secret" {
+		t.Errorf("greeting over TLS: got %q", got)
+	}
+	io.WriteString(c, "ping")
+	if got := readN(t, br, 4); got != "ping" {
+		t.Errorf("echo over TLS: got %q", got)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	if rest, _ := io.ReadAll(br); string(rest) != "bye" {
+		t.Errorf("after the half-close over TLS: got %q, want bye", rest)
+	}
+
+	t.Run("untrusted backend", func(t *testing.T) {
+		v := startVeer(t, fmt.Sprintf(`
+routes:
+  - name: shop
+    match: {host: shop.example.com}
+    versions:
+      blue: {backends: [%q], tls: {enabled: true, server_name: backend.test}}
+`, eb.addr))
+		_, _, h := dialUpgrade(t, v.addr, nil, "")
+		if got := h.StatusCode(); got != 502 {
+			t.Errorf("status: got %d, want 502", got)
+		}
+		if got := v.metric(t, "veer_upstream_failures_total", "reason", "connect"); got < 1 {
+			t.Errorf("veer_upstream_failures_total{connect}: got %v", got)
+		}
+	})
+}
