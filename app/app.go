@@ -216,6 +216,7 @@ func (a *App) shutdown() error {
 	a.o.Log.Info("draining: no new connections; finishing in-flight requests", "timeout", cfg.DrainTimeout.D())
 	dctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout.D())
 	defer cancel()
+	a.beginDrainEdge(dctx)
 	err := a.server.ShutdownWithContext(dctx)
 	a.drainEdge(dctx)
 	a.prober.Stop()

@@ -20,12 +20,12 @@ import (
 // edge is what veer does at the edge besides proxying: TLS termination
 // and its HTTP-to-HTTPS redirect listener, and the access log.
 type edge struct {
-	certs       *tlsterm.Store // nil without tls
-	minVersion  uint16
-	redirect    *fasthttp.Server
-	redirectLn  net.Listener
-	access      *accesslog.Logger // nil when access_log is off
-	redirectErr chan error
+	certs        *tlsterm.Store // nil without tls
+	minVersion   uint16
+	redirect     *fasthttp.Server
+	redirectLn   net.Listener
+	access       *accesslog.Logger // nil when access_log is off
+	redirectDone chan struct{}     // closed when the redirect listener has shut down
 }
 
 // openEdge loads the certificates, opens the access log and the redirect
@@ -142,14 +142,29 @@ func (a *App) RedirectAddr() string {
 	return a.edge.redirectLn.Addr().String()
 }
 
+// beginDrainEdge runs as the drain starts: the redirect listener stops
+// taking connections with the proxy listener, so that nobody is sent to an
+// https port that is closing.
+func (a *App) beginDrainEdge(ctx context.Context) {
+	if a.edge.redirect != nil {
+		a.edge.redirectDone = make(chan struct{})
+		go func() {
+			defer close(a.edge.redirectDone)
+			_ = a.edge.redirect.ShutdownWithContext(ctx)
+		}()
+	}
+}
+
 // drainEdge runs at the end of the drain, once ordinary requests are done:
-// the redirect listener stops, upgraded connections (which fasthttp's
-// Shutdown does not track) are closed, last, and the access log is flushed
-// and closed.
+// upgraded connections (which fasthttp's Shutdown does not track) are
+// closed, last, and the access log is flushed and closed.
 func (a *App) drainEdge(ctx context.Context) {
 	e := &a.edge
-	if e.redirect != nil {
-		_ = e.redirect.ShutdownWithContext(ctx)
+	if e.redirectDone != nil {
+		select {
+		case <-e.redirectDone:
+		case <-ctx.Done():
+		}
 	}
 	if n := a.Proxy.CloseUpgraded(); n > 0 {
 		a.o.Log.Info("drain: closed the upgraded connections (WebSockets) still open; their clients reconnect elsewhere", "connections", n)
