@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -23,8 +24,10 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/veer-proxy/veer/accesslog"
+	"github.com/veer-proxy/veer/config"
 	"github.com/veer-proxy/veer/metrics"
 	"github.com/veer-proxy/veer/router"
+	"github.com/veer-proxy/veer/upstream"
 )
 
 // Proxy serves requests from the routing table it holds. Safe for
@@ -50,11 +53,17 @@ type Proxy struct {
 	idSeq    atomic.Uint64
 	inflight atomic.Int64
 	retrying atomic.Int64
+
+	// Safety (issue 5): the limits NewServer was given, and the per-client
+	// rate limiter of the current rate_limit (limits.go, ratelimit.go).
+	limits    config.Limits
+	limiter   atomic.Pointer[rateLimiter]
+	limiterMu sync.Mutex
 }
 
 // New returns a proxy serving t.
 func New(t *router.Table, m *metrics.Metrics, log *slog.Logger) *Proxy {
-	p := &Proxy{log: log, metrics: m, Now: time.Now, mirror: newMirrorer(m)}
+	p := &Proxy{log: log, metrics: m, Now: time.Now, mirror: newMirrorer(m), limits: limitsOrDefault(config.Limits{})}
 	var seed [4]byte
 	_, _ = rand.Read(seed[:])
 	hex.Encode(p.idPrefix[:], seed[:])
@@ -97,6 +106,9 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	if t == nil { // New(nil, ...) until the first Store
 		ctx.Error("veer: starting, no routing table yet\n", fasthttp.StatusServiceUnavailable)
 		ctx.Response.Header.SetBytesV("Retry-After", retryAfter1)
+		return
+	}
+	if !p.admit(ctx, t) { // strict framing, limits, rate limit: framing.go, limits.go
 		return
 	}
 	req := &ctx.Request
@@ -156,12 +168,24 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 		return
 	}
 
+	body, rej := p.prepareBody(ctx) // read a small body whole, stream a large one: limits.go
+	if rej != nil {
+		p.reject(ctx, rej)
+		return
+	}
+	if body != nil {
+		defer releaseBody(body)
+	}
+
 	clientClose := req.Header.ConnectionClose()
 	p.prepareRequest(ctx, t)
 	if r.MirrorNow() {
 		p.mirror.offer(ctx, r)
 	}
-	status := p.forward(ctx, r, v, b, start)
+	status, served := p.forward(ctx, r, v, b, start, body)
+	if served != v { // failed over to stable
+		v, pin = served, false
+	}
 
 	resp := &ctx.Response
 	removeResponseHopByHop(&resp.Header)
@@ -198,9 +222,11 @@ func (p *Proxy) count(v *router.Version, status int, start time.Time) {
 }
 
 // forward sends the request to b, retrying refused or reset connections of
-// idempotent requests on another backend of v, and writes the answer (or
-// veer's error answer) into ctx.Response. It returns the status sent.
-func (p *Proxy) forward(ctx *fasthttp.RequestCtx, r *router.Route, v *router.Version, b *router.Backend, start time.Time) int {
+// idempotent requests on another backend of v, and handing the request to
+// the stable version when v's backends refuse connections; it writes the
+// answer (or veer's error answer) into ctx.Response. It returns the status
+// sent and the version that served it.
+func (p *Proxy) forward(ctx *fasthttp.RequestCtx, r *router.Route, v *router.Version, b *router.Backend, start time.Time, body *clientBody) (int, *router.Version) {
 	p.inflight.Add(1)
 	retried := false
 	defer func() {
@@ -210,32 +236,61 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, r *router.Route, v *router.Ver
 		}
 	}()
 	attempts := *r.Config.Retries.Attempts
+	streamed := ctx.Request.IsBodyStream() // before Do closes the stream
+	failedOver := false
+	noHost := len(ctx.Request.Header.Host()) == 0 // HTTP/1.0 may leave it out; HTTP/1.1 upstream may not
 	tryStart := start
 	for try := 0; ; try++ {
 		setScheme(&ctx.Request, b)
+		if noHost {
+			ctx.Request.Header.SetHost(b.Addr) // as nginx sends its $proxy_host
+		}
 		err := b.Client.Do(&ctx.Request, &ctx.Response)
 		end := p.Now()
+		if body != nil && body.err != nil {
+			// The client's body failed (too large, too slow, malformed):
+			// not the backend's doing, so not recorded against it.
+			rej := bodyRejection(body.err, err)
+			ctx.Error(rej.text, rej.status)
+			ctx.SetConnectionClose()
+			return rej.status, v
+		}
 		if err == nil {
 			code := ctx.Response.StatusCode()
+			if s, ok := ctx.Response.BodyStream().(upstream.Stream); ok {
+				// Recorded when the body has streamed to its end: limits.go.
+				s.Observe(p.watch(ctx, r, v, b, code, end.Sub(tryStart)))
+				return code, v
+			}
 			failed := code >= 500
 			v.Window.Record(end, end.Sub(tryStart), failed)
 			p.outlier(r, v, b, failed, end)
-			return code
+			return code, v
 		}
 		status, reason := Classify(err)
 		v.Metrics.Failures[reason].Inc()
 		v.Window.Record(end, end.Sub(tryStart), true)
 		p.outlier(r, v, b, true, end)
-		if try < attempts && retryable(ctx, reason) && (retried || p.retryBudget()) {
-			if next := v.PickOther(end.UnixNano(), b); next != nil {
-				if !retried { // in flight as a retry until the request is done
-					p.retrying.Add(1)
-					retried = true
-				}
-				b, tryStart = next, end
-				ctx.Response.Reset()
-				continue
+		next := (*router.Backend)(nil)
+		if try < attempts && retryable(ctx, reason, err, streamed) && (retried || p.retryBudget()) {
+			next = v.PickOther(end.UnixNano(), b)
+		}
+		if next == nil && reason == metrics.FailConnect && v != r.Stable && !failedOver && (retried || p.retryBudget()) {
+			// Nothing of the request reached v's backends: like a version
+			// without a healthy backend, v hands it to stable, and the
+			// failure above counts against v, so a dead canary is rolled back.
+			if next = r.Stable.PickBackend(end.UnixNano()); next != nil {
+				v, failedOver = r.Stable, true
 			}
+		}
+		if next != nil {
+			if !retried { // in flight as a retry until the request is done
+				p.retrying.Add(1)
+				retried = true
+			}
+			b, tryStart = next, end
+			ctx.Response.Reset()
+			continue
 		}
 		// ctx.Error resets the response: the headers come after it.
 		ctx.Error(failureText[status], status)
@@ -245,7 +300,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, r *router.Route, v *router.Ver
 		if p.log.Enabled(context.Background(), slog.LevelDebug) {
 			p.log.Debug("upstream failed", "route", r.Name, "version", v.Name, "backend", b.Addr, "err", err)
 		}
-		return status
+		return status, v
 	}
 }
 
@@ -266,15 +321,16 @@ func (p *Proxy) retryBudget() bool {
 	return p.retrying.Load() < limit
 }
 
-// retryable: only idempotent methods, only for refused or reset connections
-// before any response byte (nothing has reached the client: veer answers
-// only after the upstream has).
-func retryable(ctx *fasthttp.RequestCtx, reason int) bool {
-	if reason != metrics.FailConnect && reason != metrics.FailReset {
+// retryable: only idempotent methods, only for a refused connection
+// (nothing sent) or one closed or reset before any response byte
+// (nothing has reached the client: veer answers only after the
+// upstream has), and never once a streamed body has been sent.
+func retryable(ctx *fasthttp.RequestCtx, reason int, err error, streamed bool) bool {
+	switch {
+	case reason == metrics.FailConnect: // the body stream, if any, is untouched
+	case reason == metrics.FailReset && errors.Is(err, upstream.ErrNoResponse) && !streamed:
+	default:
 		return false
-	}
-	if ctx.Request.IsBodyStream() {
-		return false // the body may be partly sent
 	}
 	switch string(ctx.Method()) {
 	case "GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE":

@@ -10,30 +10,51 @@ import (
 )
 
 // NewServer returns the fasthttp server for p with cfg's limits and
-// timeouts: no path normalisation on the way through, no default Server,
-// Content-Type or User-Agent headers added.
+// timeouts, and gives p those limits (call it before serving): no path
+// normalisation on the way through, no default Server, Content-Type or
+// User-Agent headers added.
+//
+// Timeouts: a request head must arrive whole within header_read_timeout of
+// the connection opening or of its first byte (ReadTimeout; the slowloris
+// guard: 408 and closed); once the handler runs, a streamed body only has
+// to make progress within client_idle_timeout (limits.go), so a long
+// upload is not cut. A keep-alive connection idle for client_idle_timeout
+// is closed (IdleTimeout), and so is one whose client stops reading the
+// response for as long (WriteTimeout, pushed forward per chunk while a
+// body streams).
+//
+// Limits: the read buffer holds max_header_bytes of header fields plus a
+// request line with a max_uri_bytes target; Handler answers 414 and 431
+// past the exact limits, errorHandler when the buffer overflows.
+// max_connections is fasthttp's Concurrency: the connection over it is
+// answered 503 and closed.
 func NewServer(p *Proxy, cfg *config.Config, log *slog.Logger) *fasthttp.Server {
 	l := cfg.Limits
-	body := int(l.MaxBodyBytes)
-	if body <= 0 {
-		body = 1 << 30 // "unlimited": bounded by what one request may buffer
-	}
+	p.limits = limitsOrDefault(l)
 	return &fasthttp.Server{
 		Handler:                            p.Handler,
+		ErrorHandler:                       errorHandler,
+		ExpectHandler:                      p.expectHandler,
+		HeaderReceived:                     p.headerReceived,
 		Name:                               "veer",
 		NoDefaultServerHeader:              true,
 		NoDefaultContentType:               true,
 		DisablePreParseMultipartForm:       true,
-		ReadBufferSize:                     l.MaxHeaderBytes,
+		StreamRequestBody:                  true,
+		ReadBufferSize:                     p.limits.MaxHeaderBytes + p.limits.MaxURIBytes + requestLineSlack,
 		ReadTimeout:                        l.HeaderReadTimeout.D(),
 		IdleTimeout:                        l.ClientIdleTimeout.D(),
-		MaxRequestBodySize:                 body,
+		WriteTimeout:                       l.ClientIdleTimeout.D(),
 		Concurrency:                        l.MaxConnections,
 		CloseOnShutdown:                    true,
 		Logger:                             fasthttpLogger{log},
 		SleepWhenConcurrencyLimitsExceeded: 10 * time.Millisecond,
 	}
 }
+
+// requestLineSlack is the room in the read buffer for a request line's
+// method and version around its target.
+const requestLineSlack = 64
 
 type fasthttpLogger struct{ log *slog.Logger }
 
