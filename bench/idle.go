@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -78,6 +79,10 @@ func idleRun(ctx context.Context, e *env, sc *scenario, in *instance) (*runResul
 	after, err := sumStatus(pids, "VmRSS")
 	if err != nil {
 		return nil, err
+	}
+	if e.o.profile && in.name == "veer" {
+		_ = in.cmd.Process.Signal(syscall.SIGUSR2) // veerprof: heap profile with the connections open
+		time.Sleep(time.Second)
 	}
 	hwm, err := sumStatus(pids, "VmHWM")
 	if err != nil {
