@@ -42,6 +42,8 @@ type stream[C conn] struct {
 	cc                     C
 	closeConn, releaseConn func(*fasthttp.HostClient, C)
 	x                      *connIO
+	prefix                 []byte // read ahead, served before r
+	ahead                  [BufferLimit + 1]byte
 	scratch                *fasthttp.Response // the head copy fasthttp's reader frames by; collects trailers
 	r                      io.Reader
 	closeAfter             bool
@@ -59,6 +61,37 @@ var streamPool sync.Pool
 func openStream[C conn](x *connIO, hc *fasthttp.HostClient, cc C, req *fasthttp.Request, resp *fasthttp.Response,
 	closeConn, releaseConn func(*fasthttp.HostClient, C),
 ) {
+	s := newStream(x, hc, cc, req, resp, closeConn, releaseConn)
+	resp.SetBodyStream(s, int(s.want))
+}
+
+// readAhead reads a body of unknown length up to BufferLimit: one that ends
+// within it becomes the response's plain body; a longer one streams, what
+// was read first.
+func readAhead[C conn](x *connIO, hc *fasthttp.HostClient, cc C, req *fasthttp.Request, resp *fasthttp.Response,
+	closeConn, releaseConn func(*fasthttp.HostClient, C),
+) error {
+	s := newStream(x, hc, cc, req, resp, closeConn, releaseConn)
+	n, err := io.ReadFull(s, s.ahead[:])
+	switch {
+	case err == nil: // longer than BufferLimit
+		s.prefix = s.ahead[:n]
+		resp.SetBodyStream(s, -1)
+		return nil
+	case s.eof:
+		if !resp.SkipBody {
+			resp.SetBody(s.ahead[:n])
+		}
+		_ = s.CloseWithError(nil)
+		return nil
+	}
+	_ = s.CloseWithError(err)
+	return bodyError(err)
+}
+
+func newStream[C conn](x *connIO, hc *fasthttp.HostClient, cc C, req *fasthttp.Request, resp *fasthttp.Response,
+	closeConn, releaseConn func(*fasthttp.HostClient, C),
+) *stream[C] {
 	s, _ := streamPool.Get().(*stream[C])
 	if s == nil {
 		s = &stream[C]{}
@@ -70,13 +103,12 @@ func openStream[C conn](x *connIO, hc *fasthttp.HostClient, cc C, req *fasthttp.
 	s.scratch.StreamBody = true
 	_ = s.scratch.ReadBody(x.br, 0) // with StreamBody it only sets up the reader
 	s.r = s.scratch.BodyStream()
-	x.streaming = true
 	n := resp.Header.ContentLength()
 	if n < 0 {
 		n = -1 // to the end of the connection upstream, chunked to the client
 	}
 	s.want = int64(n)
-	resp.SetBodyStream(s, n)
+	return s
 }
 
 func (s *stream[C]) Observe(o Observer) { s.obs = o }
@@ -84,6 +116,11 @@ func (s *stream[C]) Observe(o Observer) { s.obs = o }
 func (s *stream[C]) Read(p []byte) (int, error) {
 	if s.r == nil {
 		return 0, io.ErrClosedPipe
+	}
+	if len(s.prefix) > 0 {
+		n := copy(p, s.prefix)
+		s.prefix = s.prefix[n:]
+		return n, nil
 	}
 	if s.obs != nil {
 		s.obs.BodyRead()
@@ -116,7 +153,8 @@ func (s *stream[C]) CloseWithError(error) error {
 		s.releaseConn(s.hc, s.cc)
 	}
 	obs, n, err := s.obs, s.n, s.err
-	*s = stream[C]{}
+	s.hc, s.cc, s.closeConn, s.releaseConn, s.x, s.prefix, s.scratch, s.r = nil, *new(C), nil, nil, nil, nil, nil, nil
+	s.closeAfter, s.want, s.n, s.eof, s.err, s.obs = false, 0, 0, false, nil, nil
 	streamPool.Put(s)
 	if obs != nil {
 		obs.BodyDone(n, err)

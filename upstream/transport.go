@@ -81,7 +81,7 @@ type conn interface {
 // connection the backend had closed, before any response byte, and that
 // may be sent again (idempotent, body not streamed), as net/http does.
 func (t *Transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (bool, error) {
-	skip := resp.SkipBody || req.Header.IsHead()
+	skip := resp.SkipBody    // the caller wants no body (a mirror)
 	again := replayable(req) // before the write closes a body stream
 	for attempt := 0; ; attempt++ {
 		cc, err := hc.AcquireConn(0, req.ConnectionClose())
@@ -179,16 +179,32 @@ func exchange[C conn](t *Transport, hc *fasthttp.HostClient, cc C, req *fasthttp
 		return nil
 	}
 	cl := resp.Header.ContentLength()
+	x.streaming = true // from here on, each read only has to make progress
 	switch {
-	case skip || code == fasthttp.StatusNoContent || code == fasthttp.StatusNotModified:
-		resp.SkipBody = skip || resp.SkipBody
+	case req.Header.IsHead() || code < 200 || code == fasthttp.StatusNoContent || code == fasthttp.StatusNotModified:
+		resp.SkipBody = true // no body on the wire
+	case skip && (cl < 0 || cl > BufferLimit):
+		// A body the caller does not want, too long to read and drop: the
+		// connection goes with it.
+		releaseIO(x)
+		closeConn(hc, cc)
+		return nil
 	case cl >= 0 && cl <= BufferLimit:
 		if err := resp.ReadBody(x.br, BufferLimit); err != nil {
-			return fail(err)
+			return fail(bodyError(err))
 		}
-	default:
+		if skip {
+			resp.ResetBody()
+		}
+	case cl > BufferLimit:
 		openStream(x, hc, cc, req, resp, closeConn, releaseConn)
 		return nil
+	default:
+		// Chunked, or to the end of the connection: read up to BufferLimit
+		// ahead, so that a body that ends within it is checked whole (a
+		// broken chunk is a 502, not a cut-off 200) and its connection
+		// freed at once; a longer one streams on from where it got.
+		return readAhead(x, hc, cc, req, resp, closeConn, releaseConn)
 	}
 	// The backend sent more than its response announced: the connection
 	// is out of step with it and must not carry another request.
@@ -223,15 +239,29 @@ func peekHead(br *bufio.Reader) ([]byte, error) {
 	}
 }
 
-// indexHeadEnd returns the length of the head in b (through CRLF CRLF),
-// looking from from on, or -1.
+// indexHeadEnd returns the length of the head in b, through its empty
+// line, or -1; looking from from on. A head that ends in bare LFs is
+// found too, so that CheckResponseHead refuses it at once instead of
+// waiting for a CRLF CRLF that never comes.
 func indexHeadEnd(b []byte, from int) int {
-	for i := from + 3; i < len(b); i++ {
-		if b[i] == '\n' && b[i-1] == '\r' && b[i-2] == '\n' && b[i-3] == '\r' {
+	for i := max(from, 1); i < len(b); i++ {
+		if b[i] != '\n' {
+			continue
+		}
+		if b[i-1] == '\n' || (i >= 2 && b[i-1] == '\r' && b[i-2] == '\n') {
 			return i + 1
 		}
 	}
 	return -1
+}
+
+// bodyError marks a response body that broke its own framing as
+// malformed; a timeout or a closed connection stays what it is.
+func bodyError(err error) error {
+	if isTimeout(err) || isConnGone(err) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrMalformedResponse, err)
 }
 
 func isTimeout(err error) bool {
