@@ -442,6 +442,12 @@ func (t *tunnel) pipe(dst net.Conn, src io.Reader, srcConn net.Conn) (int64, err
 	var n int64
 	for {
 		_ = srcConn.SetReadDeadline(time.Now().Add(t.idle))
+		// close() marks the tunnel closed before it moves the deadline into
+		// the past: checking after setting ours means a close racing this
+		// line either is seen here or wakes the Read below.
+		if t.isClosed() {
+			return n, net.ErrClosed
+		}
 		k, rerr := src.Read(buf)
 		if k > 0 {
 			now := time.Now()
