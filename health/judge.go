@@ -52,8 +52,8 @@ func Judge(l Limits, candidate, stable Stats) Verdict {
 	}
 	switch {
 	case candidate.ErrorRate > l.MaxErrorRate:
-		return fail(KindErrorRate, "error rate %.1f%% > %s%%",
-			candidate.ErrorRate, fmtFloat(l.MaxErrorRate))
+		return fail(KindErrorRate, "error rate %s%% > %s%%",
+			fmtRate(candidate.ErrorRate, l.MaxErrorRate), fmtFloat(l.MaxErrorRate))
 	case l.MaxErrorRateIncrease > 0 && candidate.ErrorRate > stable.ErrorRate+l.MaxErrorRateIncrease:
 		return fail(KindErrorRate, "error rate %.1f%% > stable %.1f%% + %s points",
 			candidate.ErrorRate, stable.ErrorRate, fmtFloat(l.MaxErrorRateIncrease))
@@ -66,6 +66,20 @@ func Judge(l Limits, candidate, stable Stats) Verdict {
 			fmtLatency(candidate.P99), fmtWindow(l.MaxP99))
 	}
 	return v
+}
+
+// fmtRate writes a measured rate with one decimal, or two when one would
+// not show that it is above limit ("5.04%" rather than "5.0% > 5%").
+func fmtRate(rate, limit float64) string {
+	if one := strconv.FormatFloat(rate, 'f', 1, 64); mustParse(one) > limit {
+		return one
+	}
+	return strconv.FormatFloat(rate, 'f', 2, 64)
+}
+
+func mustParse(s string) float64 {
+	f, _ := strconv.ParseFloat(s, 64)
+	return f
 }
 
 // fmtFloat writes a configured limit as given: 5, 1.1, 0.5.

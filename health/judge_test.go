@@ -243,3 +243,16 @@ func TestFmtWindow(t *testing.T) {
 		})
 	}
 }
+
+func TestFmtRateShowsItIsAbove(t *testing.T) {
+	for _, tt := range []struct {
+		rate, limit float64
+		want        string
+	}{
+		{8.1, 5, "8.1"}, {5.04, 5, "5.04"}, {5.06, 5, "5.1"}, {1.001, 1, "1.00"},
+	} {
+		if got := fmtRate(tt.rate, tt.limit); got != tt.want {
+			t.Errorf("fmtRate(%v, %v) = %q, want %q", tt.rate, tt.limit, got, tt.want)
+		}
+	}
+}
