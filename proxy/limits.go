@@ -138,6 +138,9 @@ func (b *clientBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// failed reports whether reading the client's body failed (b may be nil).
+func (b *clientBody) failed() bool { return b != nil && b.err != nil }
+
 var bodyPool = sync.Pool{New: func() any { return &clientBody{} }}
 
 func releaseBody(b *clientBody) {
@@ -153,6 +156,9 @@ func releaseBody(b *clientBody) {
 // or malformed chunks.
 func (p *Proxy) prepareBody(ctx *fasthttp.RequestCtx) (*clientBody, *rejection) {
 	req := &ctx.Request
+	if len(req.Header.PeekBytes(hdrExpect)) > 0 {
+		req.Header.DelBytes(hdrExpect) // answered by veer (expectHandler), not the backend's to answer again
+	}
 	if !req.IsBodyStream() {
 		return nil, nil
 	}

@@ -190,7 +190,7 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	resp := &ctx.Response
 	removeResponseHopByHop(&resp.Header)
 	resp.Header.ResetConnectionClose()
-	if clientClose {
+	if clientClose || body.failed() { // a broken body leaves the connection out of step
 		resp.SetConnectionClose()
 	}
 	resp.Header.DelBytes(hdrVersion) // an upstream's own, possibly repeated
@@ -242,8 +242,9 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, r *router.Route, v *router.Ver
 	tryStart := start
 	for try := 0; ; try++ {
 		setScheme(&ctx.Request, b)
-		if noHost {
-			ctx.Request.Header.SetHost(b.Addr) // as nginx sends its $proxy_host
+		if noHost { // as nginx sends its $proxy_host
+			ctx.Request.URI().SetHost(b.Addr)
+			ctx.Request.Header.SetHost(b.Addr)
 		}
 		err := b.Client.Do(&ctx.Request, &ctx.Response)
 		end := p.Now()
