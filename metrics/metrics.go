@@ -4,6 +4,8 @@
 package metrics
 
 import (
+	"strconv"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -40,6 +42,21 @@ type Metrics struct {
 	Panics         prometheus.Counter
 	MirrorDropped  prometheus.Counter
 	mirror         *prometheus.CounterVec
+	rejected       *prometheus.CounterVec
+	rejectedByCode map[int]prometheus.Counter
+}
+
+// RejectedCodes are the statuses veer answers itself to requests it turns
+// away before routing (framing, limits, timeouts, rate limit).
+var RejectedCodes = []int{400, 405, 408, 413, 414, 417, 429, 431, 505}
+
+// Rejected counts a request veer answered itself with code before routing it.
+func (m *Metrics) Rejected(code int) {
+	if c, ok := m.rejectedByCode[code]; ok {
+		c.Inc()
+		return
+	}
+	m.rejectedByCode[400].Inc()
 }
 
 // New registers veer's metrics (and the Go and process collectors) in a
@@ -79,7 +96,14 @@ func New() *Metrics {
 	m.mirror = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "veer_mirror_requests_total", Help: "Mirrored copies sent, by route, mirror version and status class (answers are discarded)."},
 		[]string{"route", "version", "code"})
-	m.Registry.MustRegister(m.mirror, m.requests, m.duration, m.failures, m.weight, m.Rollbacks, m.BackendHealthy,
+	m.rejected = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "veer_rejected_requests_total", Help: "Requests veer turned away before routing (malformed framing, limits, timeouts, rate limit), by status."},
+		[]string{"code"})
+	m.rejectedByCode = map[int]prometheus.Counter{}
+	for _, c := range RejectedCodes {
+		m.rejectedByCode[c] = m.rejected.WithLabelValues(strconv.Itoa(c))
+	}
+	m.Registry.MustRegister(m.rejected, m.mirror, m.requests, m.duration, m.failures, m.weight, m.Rollbacks, m.BackendHealthy,
 		m.Reloads, m.Revision, m.WindowErrors, m.WindowP99, m.Panics, m.MirrorDropped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.Reloads.WithLabelValues("success")

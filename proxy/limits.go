@@ -50,6 +50,7 @@ func (p *Proxy) admit(ctx *fasthttp.RequestCtx, t *router.Table) bool {
 		if ok, wait := p.rateLimit(ctx, t); !ok {
 			ctx.Error("veer: too many requests from this client\n", fasthttp.StatusTooManyRequests)
 			ctx.Response.Header.SetBytesV("Retry-After", retryAfterSeconds(wait))
+			p.metrics.Rejected(fasthttp.StatusTooManyRequests)
 			p.logRejection(ctx)
 			return false
 		}
@@ -74,6 +75,7 @@ func (p *Proxy) reject(ctx *fasthttp.RequestCtx, rej *rejection) {
 	if !rej.keep {
 		ctx.SetConnectionClose()
 	}
+	p.metrics.Rejected(rej.status)
 	p.logRejection(ctx)
 }
 
@@ -282,7 +284,8 @@ var _ upstream.Observer = (*bodyWatch)(nil)
 // it), a head that did not arrive within header_read_timeout (408, the
 // slowloris guard), and every malformed request (400). The connection is
 // closed after it.
-func errorHandler(ctx *fasthttp.RequestCtx, err error) {
+func (p *Proxy) errorHandler(ctx *fasthttp.RequestCtx, err error) {
+	defer func() { p.metrics.Rejected(ctx.Response.StatusCode()) }()
 	var small *fasthttp.ErrSmallBuffer
 	switch {
 	case errors.As(err, &small):

@@ -33,7 +33,7 @@ func NewServer(p *Proxy, cfg *config.Config, log *slog.Logger) *fasthttp.Server 
 	p.limits = limitsOrDefault(l)
 	return &fasthttp.Server{
 		Handler:                            p.Handler,
-		ErrorHandler:                       errorHandler,
+		ErrorHandler:                       p.errorHandler,
 		ExpectHandler:                      p.expectHandler,
 		HeaderReceived:                     p.headerReceived,
 		Name:                               "veer",
