@@ -221,8 +221,9 @@ routes:
 var combinedRE = regexp.MustCompile(`(?m)^(\S+) - - \[(\d{2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4})\] "(\S+) (\S+) (HTTP/1\.[01])" (\d{3}) (\d+|-) "([^"]*)" "([^"]*)" route=(\S+) version=(\S+) backend=(\S+) request_id=(\S+) duration=([0-9.]+)$`)
 
 // TestAccessLogCombined: the combined format on stdout, readable by
-// tools that parse nginx's, with veer's fields after it; a quote in the
-// request (Go's client sends it raw) is escaped as nginx does.
+// tools that parse nginx's, with veer's fields after it; a quote in a
+// logged header is escaped as nginx does. (A raw quote in the request target
+// is rejected with 400 by the framing checks, as browsers never send one.)
 func TestAccessLogCombined(t *testing.T) {
 	blue := NewBackend(t, "blue")
 	v := StartVeer(t, fmt.Sprintf(`
@@ -235,7 +236,7 @@ routes:
       blue: {backends: [%q]}
 `, blue.Addr))
 	for i := 0; i < 3; i++ {
-		sent{method: "GET", path: fmt.Sprintf(`/c/%d?x="y"`, i), host: "shop.example.com", reqID: fmt.Sprintf("id %d", i), ua: "Mozilla/5.0 (X11)", status: 200}.do(t, v)
+		sent{method: "GET", path: fmt.Sprintf(`/c/%d?x=y`, i), host: "shop.example.com", reqID: fmt.Sprintf("id %d", i), ua: `Mozilla/5.0 "quoted" (X11)`, status: 200}.do(t, v)
 	}
 	var m [][]string
 	Eventually(t, 5*time.Second, "3 combined lines", func() bool {
@@ -244,8 +245,8 @@ routes:
 	})
 	for i, f := range m {
 		for _, c := range []struct{ got, want string }{
-			{f[1], "127.0.0.1"}, {f[3], "GET"}, {f[4], fmt.Sprintf(`/c/%d?x=\x22y\x22`, i)}, {f[6], "200"}, {f[7], "5"},
-			{f[9], "Mozilla/5.0 (X11)"}, {f[10], "shop"}, {f[11], "blue"}, {f[12], blue.Addr}, {f[13], fmt.Sprintf(`id\x20%d`, i)},
+			{f[1], "127.0.0.1"}, {f[3], "GET"}, {f[4], fmt.Sprintf(`/c/%d?x=y`, i)}, {f[6], "200"}, {f[7], "5"},
+			{f[9], `Mozilla/5.0 \x22quoted\x22 (X11)`}, {f[10], "shop"}, {f[11], "blue"}, {f[12], blue.Addr}, {f[13], fmt.Sprintf(`id\x20%d`, i)},
 		} {
 			if c.got != c.want {
 				t.Errorf("line %d: got %q, want %q in\n%s", i+1, c.got, c.want, f[0])
