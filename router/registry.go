@@ -34,7 +34,7 @@ type Registry struct {
 type backendEntry struct {
 	state  *health.BackendState
 	client *fasthttp.HostClient
-	key    string // the client settings it was built with
+	key    clientKey // the client settings it was built with
 }
 
 // NewRegistry returns an empty registry reporting to m.
@@ -103,7 +103,7 @@ func (g *Registry) backend(rc *config.Route, version string, vc *config.Version,
 	id := rc.Name + "/" + version + "/" + addr
 	// The CA file's size and time are in the key, so that a reload after
 	// the CA file changed builds a client that trusts the new one.
-	key := fmt.Sprintf("%v|%v|%v|%+v|%s", rc.Timeouts.Connect, rc.Timeouts.ResponseHeader, rc.Timeouts.Idle, vc.TLS, fileStamp(vc.TLS.CAFile))
+	key := clientKey{rc.Timeouts, vc.TLS, fileStamp(vc.TLS.CAFile)}
 	e := g.backends[id]
 	if e == nil {
 		e = &backendEntry{state: health.NewBackendState()}
@@ -164,6 +164,14 @@ func (g *Registry) Retain(t *Table) {
 }
 
 // fileStamp is a file's size and modification time ("" without a file).
+// clientKey is what a backend's client is built from; a comparable value,
+// so that a reload of thousands of backends compares instead of formatting.
+type clientKey struct {
+	timeouts config.Timeouts
+	tls      config.UpstreamTLS
+	ca       string
+}
+
 func fileStamp(path string) string {
 	if path == "" {
 		return ""
