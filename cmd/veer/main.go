@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/veer-proxy/veer/app"
@@ -23,6 +24,7 @@ usage:
   veer serve    [-config FILE]     run the proxy (FILE defaults to veer.yaml)
   veer validate [-config FILE]     check FILE; print every problem as FILE:LINE: message
   veer demo     [-no-traffic]      a self-contained tour on loopback
+  veer demo     -upstreams-only    only the demo upstreams, for docs/recipes
   veer status   [ROUTE]            routes, versions, weights, error rate, p99, health, phase
   veer weights  ROUTE VERSION=PCT ...
   veer switch   ROUTE VERSION      100% to VERSION now
@@ -142,11 +144,60 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	noTraffic := fs.Bool("no-traffic", false, "send no synthetic traffic: drive it with curl and the CLI")
 	proxyAddr := fs.String("listen", "127.0.0.1:8080", "proxy `ADDR` (use 127.0.0.1:0 for any free port)")
 	adminAddr := fs.String("admin-listen", "127.0.0.1:9901", "admin `ADDR` (use 127.0.0.1:0 for any free port)")
+	upstreamsOnly := fs.Bool("upstreams-only", false, "start only the demo upstreams (blue, green, canary) on example.yaml's ports and wait for Ctrl-C")
+	failCanary := fs.Float64("fail-canary", 0, "with -upstreams-only: the canary answers 500 to `PCT` percent of requests from the start")
+	failGreen := fs.Float64("fail-green", 0, "with -upstreams-only: green answers 500 to `PCT` percent of requests from the start")
+	addrs := map[string]*string{}
+	for _, v := range []string{"blue", "green", "canary"} {
+		var def []string
+		for _, s := range demo.DefaultUpstreams {
+			if s.Version == v {
+				def = append(def, s.Addr)
+			}
+		}
+		addrs[v] = fs.String(v, strings.Join(def, ","), "with -upstreams-only: the "+v+" upstreams' `ADDRS`, comma-separated")
+	}
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "veer demo: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if *upstreamsOnly {
+		o := demo.UpstreamsOptions{Out: stdout, FailRate: map[string]float64{}}
+		for v, pct := range map[string]float64{"canary": *failCanary, "green": *failGreen} {
+			if pct < 0 || pct > 100 {
+				fmt.Fprintf(stderr, "veer demo: -fail-%s %v: want a percentage from 0 to 100\n", v, pct)
+				return 2
+			}
+			o.FailRate[v] = pct / 100
+		}
+		for _, v := range []string{"blue", "green", "canary"} {
+			for a := range strings.SplitSeq(*addrs[v], ",") {
+				if a = strings.TrimSpace(a); a != "" {
+					o.Upstreams = append(o.Upstreams, demo.UpstreamSpec{Version: v, Addr: a})
+				}
+			}
+		}
+		if len(o.Upstreams) == 0 {
+			fmt.Fprintln(stderr, "veer demo: -upstreams-only with no upstream address")
+			return 2
+		}
+		if err := demo.RunUpstreams(ctx, o); err != nil {
+			fmt.Fprintf(stderr, "veer demo: %v\n", err)
+			return 1
+		}
+		return 0
+	}
+	for _, f := range []string{"fail-canary", "fail-green", "blue", "green", "canary"} {
+		if isSet(fs, f) {
+			fmt.Fprintf(stderr, "veer demo: -%s needs -upstreams-only\n", f)
+			return 2
+		}
+	}
 	err := demo.Run(ctx, demo.Options{Out: stdout, NoTraffic: *noTraffic, ProxyAddr: *proxyAddr, AdminAddr: *adminAddr})
 	if err != nil && !errors.Is(err, context.Canceled) {
 		fmt.Fprintf(stderr, "veer demo: %v\n", err)
