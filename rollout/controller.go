@@ -190,6 +190,9 @@ func (c *Controller) apply(cfg *config.Config, reload bool) error {
 		if key := stepsKey(rc); key != rs.StepsKey {
 			rs.StepsKey = key
 			rs.Step, rs.StepStarted, rs.Paused, rs.PausedFor, rs.StepsDone = 0, now, false, 0, len(rc.Steps) == 0
+			if len(rc.Steps) > 0 { // a new rollout starts: an earlier rollback or freeze no longer describes it
+				rs.RolledBack, rs.Frozen = nil, ""
+			}
 			changed = true
 		}
 	}

@@ -429,7 +429,7 @@ func runStatus(c *client, args []string) error {
 func notes(r apiRoute) []string {
 	var out []string
 	if s := r.Step; s != nil && !s.Done {
-		n := fmt.Sprintf("step %d/%d", s.Index+1, s.Total)
+		n := stepLabel(s.Index, s.Total)
 		if s.Current != "" {
 			n += ": " + s.Current
 		}
@@ -537,7 +537,7 @@ func summary(op string, ch apiChange) string {
 	if op == "pause" || op == "resume" {
 		step := ""
 		if s := r.Step; s != nil && !s.Done {
-			step = fmt.Sprintf(" at step %d/%d", s.Index+1, s.Total)
+			step = " at " + stepLabel(s.Index, s.Total)
 			if s.Current != "" {
 				step += " (" + s.Current + ")"
 			}
@@ -588,4 +588,13 @@ func runHistory(c *client, args []string) error {
 			r.Source, fmtWeights(order, r.Weights), r.Stable, oneLine(r.Reason))
 	}
 	return tw.Flush()
+}
+
+// stepLabel is "step 2/5", or "all 5 steps done (promoting)" in the moment
+// between the last step and the promotion that follows it.
+func stepLabel(index, total int) string {
+	if index >= total {
+		return fmt.Sprintf("all %d steps done (promoting)", total)
+	}
+	return fmt.Sprintf("step %d/%d", index+1, total)
 }
