@@ -103,6 +103,7 @@ notify:
 	if rolledAt.IsZero() {
 		t.Fatalf("canary never rolled back; log:\n%s", v.Log())
 	}
+	t.Logf("canary rolled back %s after the load started (window 5s)", rolledAt.Sub(start).Round(10*time.Millisecond))
 	if took := rolledAt.Sub(start); took > 5*time.Second+time.Second+2*time.Second {
 		t.Errorf("rollback took %s, want within window (5s) + 1s (+ slack for loading)", took)
 	}
