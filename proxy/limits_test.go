@@ -175,7 +175,9 @@ func TestExpectContinue(t *testing.T) {
 
 func TestResponseBodiesStreamAndAreRecordedAtTheirEnd(t *testing.T) {
 	be := hashBackend(t)
-	v := startVeer(t, oneVersion("    timeouts: {response_header: 300ms}\n    outlier: {consecutive_5xx: 0}\n", be.addr))
+	// A generous timeout here: under -race on a loaded machine a 3 MiB
+	// answer may take longer than 300ms to start (that flaked in CI).
+	v := startVeer(t, oneVersion("    timeouts: {response_header: 10s}\n    outlier: {consecutive_5xx: 0}\n", be.addr))
 	for _, n := range []int{10, 100000, 3 << 20} {
 		resp := v.get(t, fmt.Sprintf("/download?n=%d", n))
 		if resp.StatusCode() != 200 || !bytes.Equal(resp.Body(), pattern(n)) {
