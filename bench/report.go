@@ -156,7 +156,7 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "| machine | %d CPUs, %s, %s |\n", m.CPUs, m.CPU, m.Kernel)
 	fmt.Fprintf(&b, "| load average (1, 5, 15 min) | %s before the first run (the harness's own processes raise it during the runs) |\n", r.LoadStart)
 	fmt.Fprintf(&b, "| veer | %s (%s) |\n", m.Veer, m.Go)
-	fmt.Fprintf(&b, "| nginx | %s |\n| HAProxy | %s |\n| load generator | %s |\n\n", m.Nginx, m.HAProxy, m.Wrk)
+	fmt.Fprintf(&b, "| nginx | %s |\n| HAProxy | %s |\n| load generator | wrk %s |\n\n", m.Nginx, m.HAProxy, strings.TrimPrefix(m.Wrk, "wrk "))
 	fmt.Fprintf(&b, "Each proxy runs alone on CPU %s with one worker (veer `GOMAXPROCS=1`, nginx `worker_processes 1`, HAProxy `nbthread 1`); "+
 		"wrk (one thread) and the upstream share CPU %s. The proxies take turns, round after round. "+
 		"Latencies are wrk's, in milliseconds; CPU is the proxy's user+system time per 100,000 requests; "+

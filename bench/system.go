@@ -54,7 +54,7 @@ func describeMachine(ctx context.Context, e *env) machine {
 			m.Veer += " plus uncommitted changes"
 		}
 	}
-	m.Nginx = strings.TrimPrefix(firstLine(run("", e.nginx, "-v")), "nginx version: ")
+	m.Nginx = strings.TrimPrefix(firstLine(run("", e.nginx, "-v")), "nginx version: nginx/")
 	m.HAProxy = firstLine(run("", e.haproxy, "-v"))
 	m.HAProxy = strings.TrimPrefix(m.HAProxy, "HAProxy version ")
 	if i := strings.Index(m.HAProxy, " - "); i > 0 {
