@@ -52,7 +52,6 @@ type Table struct {
 	wild    map[string][]*Route // ".example.com" → candidates
 	any     []*Route            // routes without a host
 	Trusted []netip.Prefix
-	MaxWild int // most labels in a wildcard suffix, bounds the lookup
 }
 
 // Route is one compiled route. Its fields are read-only after Compile.
@@ -365,9 +364,6 @@ func (t *Table) buildMatch() {
 			t.any = append(t.any, r)
 		case strings.HasPrefix(r.host, "*."):
 			wilds = append(wilds, r)
-			if n := strings.Count(r.host, "."); n > t.MaxWild {
-				t.MaxWild = n
-			}
 		default:
 			t.exact[r.host] = append(t.exact[r.host], r)
 		}

@@ -49,14 +49,13 @@ type Route struct {
 	// cookie sessions' drain.
 	Drain map[string]time.Time `json:"drain,omitempty"`
 	// Stepped rollout progress.
-	Step         int           `json:"step"`                   // index of the current step; len(steps) = done
-	StepStarted  time.Time     `json:"step_started,omitzero"`  // when the current step began
-	Paused       bool          `json:"paused,omitempty"`       // held by `veer pause` or a {} pause
-	PausedAt     time.Time     `json:"paused_at,omitzero"`     // when the hold began
-	PausedFor    time.Duration `json:"paused_for,omitempty"`   // held time not counted in the current step
-	StepsDone    bool          `json:"steps_done,omitempty"`   // the rollout finished (or was aborted)
-	StepsKey     string        `json:"steps_key,omitempty"`    // the steps' identity: a new list restarts
-	AnalysisFrom time.Time     `json:"analysis_from,omitzero"` // start of the current analysis
+	Step        int           `json:"step"`                  // index of the current step; len(steps) = done
+	StepStarted time.Time     `json:"step_started,omitzero"` // when the current step began
+	Paused      bool          `json:"paused,omitempty"`      // held by `veer pause` or a {} pause
+	PausedAt    time.Time     `json:"paused_at,omitzero"`    // when the hold began
+	PausedFor   time.Duration `json:"paused_for,omitempty"`  // held time not counted in the current step
+	StepsDone   bool          `json:"steps_done,omitempty"`  // the rollout finished (or was aborted)
+	StepsKey    string        `json:"steps_key,omitempty"`   // the steps' identity: a new list restarts
 }
 
 // Current returns the latest revision (the zero Revision when none).
