@@ -100,6 +100,8 @@ func TestRequestBodies(t *testing.T) {
 		{"large, chunked (streamed)", append([]byte(head+"Transfer-Encoding: chunked\r\n\r\n"), chunked(large, 16000)...), 200, digest(large), true},
 		{"Content-Length over the limit", append([]byte(head+"Content-Length: 300001\r\n\r\n"), tooLarge...), 413, "", false},
 		{"chunked over the limit", append([]byte(head+"Transfer-Encoding: chunked\r\n\r\n"), chunked(tooLarge, 16000)...), 413, "", false},
+		// counted as it arrives, never allocated for what a chunk size claims
+		{"a terabyte chunk", append([]byte(head+"Transfer-Encoding: chunked\r\n\r\nfffffffff5\r\n"), tooLarge...), 413, "", false},
 		{"broken chunk in a small body", []byte(head + "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n"), 400, "", false},
 		{"body shorter than its length", append([]byte(head+"Content-Length: 6000\r\n\r\n"), small...), 0, "", false},
 	}
