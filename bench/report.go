@@ -43,8 +43,8 @@ func printScenario(w io.Writer, sr *scenarioResult) {
 				p.Proxy, m.IdleConns, m.BytesPerConn, mib(m.PeakRSS), m.IdleFailed)
 			continue
 		}
-		fmt.Fprintf(w, "   %-8s %9.0f req/s  p50 %7.2fms  p99 %7.2fms  p99.9 %7.2fms  %6.3f CPU s/100k  peak %6.1f MiB  canary %5.2f%%  errors %d  non-2xx %d  others' CPU %.0f%%\n",
-			p.Proxy, m.RPS, m.P50, m.P99, m.P999, m.CPUPer100k, mib(m.PeakRSS), m.canaryShare(), m.Errors, m.Non2xx, m.OtherCPU)
+		fmt.Fprintf(w, "   %-8s %9.0f req/s  p50 %7.2fms  p99 %7.2fms  p99.9 %7.2fms  %6.3f CPU s/100k (%2.0f%% kernel)  peak %6.1f MiB  canary %5.2f%%  errors %d  non-2xx %d  others' CPU %.0f%%\n",
+			p.Proxy, m.RPS, m.P50, m.P99, m.P999, m.CPUPer100k, m.SysShare, mib(m.PeakRSS), m.canaryShare(), m.Errors, m.Non2xx, m.OtherCPU)
 	}
 }
 
@@ -159,7 +159,7 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "| nginx | %s |\n| HAProxy | %s |\n| load generator | wrk %s |\n\n", m.Nginx, m.HAProxy, strings.TrimPrefix(m.Wrk, "wrk "))
 	fmt.Fprintf(&b, "Each proxy runs alone on CPU %s with one worker (veer `GOMAXPROCS=1`, nginx `worker_processes 1`, HAProxy `nbthread 1`); "+
 		"wrk (one thread) and the upstream share CPU %s. The proxies take turns, round after round. "+
-		"Latencies are wrk's, in milliseconds; CPU is the proxy's user+system time per 100,000 requests; "+
+		"Latencies are wrk's, in milliseconds; CPU is the proxy's user+system time per 100,000 requests, and kernel %% the share of it spent in the kernel (system calls, the TCP stack); "+
 		"peak RSS is VmHWM (nginx: master + worker); canary %% is the canary upstream's share of the requests it and blue counted (configured: %d%%). "+
 		"The last column is veer's requests/s divided by that row's.\n\n", r.Options.proxyCPU, r.Options.loadCPU, weightCanary)
 
@@ -177,8 +177,8 @@ func (r *report) markdown() string {
 	}
 
 	b.WriteString("## Throughput and latency\n\n")
-	b.WriteString("| scenario | proxy | req/s | p50 | p99 | p99.9 | CPU s/100k | peak RSS MiB | canary % | errors | non-2xx | others' CPU % | veer ÷ this |\n")
-	b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	b.WriteString("| scenario | proxy | req/s | p50 | p99 | p99.9 | CPU s/100k | kernel % | peak RSS MiB | canary % | errors | non-2xx | others' CPU % | veer ÷ this |\n")
+	b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, sr := range r.Scenarios {
 		if sr.Scenario.Idle {
 			continue
@@ -194,8 +194,8 @@ func (r *report) markdown() string {
 			if veer != nil && p.Proxy != "veer" {
 				vs = ratio(veer.Median.RPS, md.RPS)
 			}
-			fmt.Fprintf(&b, "| %s | %s | %.0f | %.2f | %.2f | %.2f | %.3f | %.1f | %s | %d | %d | %.0f | %s |\n",
-				sr.Scenario.Title, p.Proxy, md.RPS, md.P50, md.P99, md.P999, md.CPUPer100k, mib(md.PeakRSS), share, md.Errors, md.Non2xx, md.OtherCPU, vs)
+			fmt.Fprintf(&b, "| %s | %s | %.0f | %.2f | %.2f | %.2f | %.3f | %.0f | %.1f | %s | %d | %d | %.0f | %s |\n",
+				sr.Scenario.Title, p.Proxy, md.RPS, md.P50, md.P99, md.P999, md.CPUPer100k, md.SysShare, mib(md.PeakRSS), share, md.Errors, md.Non2xx, md.OtherCPU, vs)
 		}
 	}
 

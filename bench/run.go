@@ -17,6 +17,7 @@ type runResult struct {
 	P99        float64
 	P999       float64
 	CPUPer100k float64 // proxy CPU seconds (user+system) per 100,000 requests
+	SysShare   float64 // percent of that CPU time spent in the kernel
 	PeakRSS    int64   // bytes: VmHWM, summed over the proxy's processes
 	Requests   int64
 	Errors     int64 // wrk socket errors: connect, read, write, timeout
@@ -155,7 +156,7 @@ func measure(ctx context.Context, e *env, sc *scenario, name string, port int, p
 		ours = append([]int{e.up.pid()}, pids...)
 	}
 	ours = append(ours, os.Getpid())
-	cpu0, err := sumTicks(pids)
+	cpu0, sys0, err := sumUserSys(pids)
 	if err != nil {
 		return nil, err
 	}
@@ -182,7 +183,7 @@ func measure(ctx context.Context, e *env, sc *scenario, name string, port int, p
 		return nil, err
 	}
 	elapsed := time.Since(start)
-	cpu1, err := sumTicks(pids)
+	cpu1, sys1, err := sumUserSys(pids)
 	if err != nil {
 		return nil, err
 	}
@@ -219,9 +220,25 @@ func measure(ctx context.Context, e *env, sc *scenario, name string, port int, p
 	if w.Requests > 0 {
 		r.CPUPer100k = float64(cpu1-cpu0) / e.clkTck / float64(w.Requests) * 1e5
 	}
-	e.log("  %.0f req/s, p50 %.2fms p99 %.2fms p99.9 %.2fms, %.3f CPU s/100k, peak %.1f MiB, errors %d, non-2xx %d, blue/canary %d/%d, others used %.0f%% of a CPU",
-		r.RPS, r.P50, r.P99, r.P999, r.CPUPer100k, float64(r.PeakRSS)/(1<<20), r.Errors, r.Non2xx, r.Blue, r.Canary, r.OtherCPU)
+	if cpu1 > cpu0 {
+		r.SysShare = 100 * float64(sys1-sys0) / float64(cpu1-cpu0)
+	}
+	e.log("  %.0f req/s, p50 %.2fms p99 %.2fms p99.9 %.2fms, %.3f CPU s/100k (%.0f%% in the kernel), peak %.1f MiB, errors %d, non-2xx %d, blue/canary %d/%d, others used %.0f%% of a CPU",
+		r.RPS, r.P50, r.P99, r.P999, r.CPUPer100k, r.SysShare, float64(r.PeakRSS)/(1<<20), r.Errors, r.Non2xx, r.Blue, r.Canary, r.OtherCPU)
 	return r, nil
+}
+
+// sumUserSys is the user+system and the system clock ticks of pids.
+func sumUserSys(pids []int) (total, sys int64, err error) {
+	for _, pid := range pids {
+		u, s, err := userSysTicks(pid)
+		if err != nil {
+			return 0, 0, err
+		}
+		total += u + s
+		sys += s
+	}
+	return total, sys, nil
 }
 
 func sumTicks(pids []int) (int64, error) {
@@ -256,6 +273,7 @@ func medianOf(runs []runResult) runResult {
 		P99:          med(func(r *runResult) float64 { return r.P99 }),
 		P999:         med(func(r *runResult) float64 { return r.P999 }),
 		CPUPer100k:   med(func(r *runResult) float64 { return r.CPUPer100k }),
+		SysShare:     med(func(r *runResult) float64 { return r.SysShare }),
 		PeakRSS:      int64(med(func(r *runResult) float64 { return float64(r.PeakRSS) })),
 		BytesPerConn: med(func(r *runResult) float64 { return r.BytesPerConn }),
 		IdleConns:    int(med(func(r *runResult) float64 { return float64(r.IdleConns) })),

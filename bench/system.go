@@ -137,27 +137,34 @@ func busyTicks() (int64, error) {
 
 // cpuTicks is utime+stime of pid from /proc/PID/stat, in clock ticks.
 func cpuTicks(pid int) (int64, error) {
+	u, s, err := userSysTicks(pid)
+	return u + s, err
+}
+
+// userSysTicks is utime and stime of pid from /proc/PID/stat, in clock
+// ticks.
+func userSysTicks(pid int) (user, sys int64, err error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	// The command name is in parentheses and may hold spaces: fields
 	// count from the last ')'.
 	i := bytes.LastIndexByte(data, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no ')'", pid)
+		return 0, 0, fmt.Errorf("/proc/%d/stat: no ')'", pid)
 	}
 	f := strings.Fields(string(data[i+1:]))
 	// f[0] is field 3 (state); utime is field 14, stime 15.
 	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+		return 0, 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
 	}
 	u, err1 := strconv.ParseInt(f[11], 10, 64)
 	s, err2 := strconv.ParseInt(f[12], 10, 64)
 	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: bad utime/stime", pid)
+		return 0, 0, fmt.Errorf("/proc/%d/stat: bad utime/stime", pid)
 	}
-	return u + s, nil
+	return u, s, nil
 }
 
 // statusKB reads a "kB" line (VmHWM, VmRSS) of /proc/PID/status, in bytes.
