@@ -18,9 +18,12 @@ import (
 )
 
 // Registry keeps the state that must outlive a table swap, keyed by stable
-// IDs (route/version, route/version/address): windows, backend health,
-// upstream clients and metric children, as Caddy's hosts.go does. A reload
-// that keeps a version keeps its window and counters. Safe for concurrent use.
+// IDs (route/version, route/version/address): windows, backend health and
+// metric children, as Caddy's hosts.go does. A reload that keeps a version
+// keeps its window and counters. Upstream clients (connection pools) are
+// keyed by address and client settings instead: routes that point at the
+// same server with the same timeouts and TLS share one pool, as an nginx
+// upstream block shared by many locations does. Safe for concurrent use.
 type Registry struct {
 	Metrics *metrics.Metrics
 
@@ -28,13 +31,15 @@ type Registry struct {
 	windows  map[string]*health.Window
 	vmetrics map[string]*metrics.Version
 	mmetrics map[string]*metrics.Mirror
-	backends map[string]*backendEntry
+	states   map[string]*health.BackendState
+	clients  map[clientID]*fasthttp.HostClient
 }
 
-type backendEntry struct {
-	state  *health.BackendState
-	client *fasthttp.HostClient
-	key    clientKey // the client settings it was built with
+// clientID is one connection pool: an address and the settings its
+// client is built with.
+type clientID struct {
+	addr string
+	key  clientKey
 }
 
 // NewRegistry returns an empty registry reporting to m.
@@ -44,7 +49,8 @@ func NewRegistry(m *metrics.Metrics) *Registry {
 		windows:  map[string]*health.Window{},
 		vmetrics: map[string]*metrics.Version{},
 		mmetrics: map[string]*metrics.Mirror{},
-		backends: map[string]*backendEntry{},
+		states:   map[string]*health.BackendState{},
+		clients:  map[clientID]*fasthttp.HostClient{},
 	}
 }
 
@@ -101,39 +107,39 @@ func (g *Registry) backend(rc *config.Route, version string, vc *config.Version,
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	id := rc.Name + "/" + version + "/" + addr
-	// The CA file's size and time are in the key, so that a reload after
-	// the CA file changed builds a client that trusts the new one.
-	key := clientKey{rc.Timeouts, vc.TLS, fileStamp(vc.TLS.CAFile)}
-	e := g.backends[id]
-	if e == nil {
-		e = &backendEntry{state: health.NewBackendState()}
-		g.backends[id] = e
+	st := g.states[id]
+	if st == nil {
+		st = health.NewBackendState()
+		g.states[id] = st
 	}
-	if e.client == nil || e.key != key {
-		c, err := newClient(addr, rc, vc)
-		if err != nil {
+	// The CA file's size and time are in the key, so that a reload after
+	// the CA file changed builds a client that trusts the new one; the
+	// client it replaces is closed by Retain once no table uses it.
+	cid := clientID{addr, clientKey{rc.Timeouts, vc.TLS, fileStamp(vc.TLS.CAFile)}}
+	c := g.clients[cid]
+	if c == nil {
+		var err error
+		if c, err = newClient(addr, rc, vc); err != nil {
 			return nil, nil, err
 		}
-		if e.client != nil {
-			old := e.client
-			time.AfterFunc(rc.Timeouts.ResponseHeader.D(), old.CloseIdleConnections)
-		}
-		e.client, e.key = c, key
+		g.clients[cid] = c
 	}
-	return e.state, e.client, nil
+	return st, c, nil
 }
 
 // Retain forgets everything t does not use: windows, metric children and
-// backends of removed versions; connections to removed backends are closed
-// once idle.
+// backend states of removed versions, and the clients no backend of t
+// uses any more, whose connections are closed once idle.
 func (g *Registry) Retain(t *Table) {
 	keepV := map[string]bool{}
 	keepB := map[string]bool{}
+	keepC := map[*fasthttp.HostClient]bool{}
 	for _, r := range t.Routes {
 		for _, v := range r.Versions {
 			keepV[r.Name+"/"+v.Name] = true
 			for _, b := range v.Backends {
 				keepB[r.Name+"/"+v.Name+"/"+b.Addr] = true
+				keepC[b.Client] = true
 			}
 		}
 	}
@@ -151,16 +157,28 @@ func (g *Registry) Retain(t *Table) {
 			g.Metrics.Forget(route, version)
 		}
 	}
-	for k, e := range g.backends {
+	for k := range g.states {
 		if !keepB[k] {
-			delete(g.backends, k)
-			c := e.client
+			delete(g.states, k)
+		}
+	}
+	for k, c := range g.clients {
+		if !keepC[c] {
+			delete(g.clients, k)
 			// In-flight requests of the old table may still use it: close
 			// its idle connections now and again once they are done.
 			c.CloseIdleConnections()
 			time.AfterFunc(time.Minute, c.CloseIdleConnections)
 		}
 	}
+}
+
+// Clients is how many upstream clients (connection pools) the registry
+// holds.
+func (g *Registry) Clients() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.clients)
 }
 
 // fileStamp is a file's size and modification time ("" without a file).
