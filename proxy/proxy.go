@@ -182,7 +182,7 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	if r.MirrorNow() {
 		p.mirror.offer(ctx, r)
 	}
-	status, served := p.forward(ctx, r, v, b, start, body)
+	status, served, b := p.forward(ctx, r, v, b, start, body)
 	if served != v { // failed over to stable
 		v, pin = served, false
 	}
@@ -225,8 +225,8 @@ func (p *Proxy) count(v *router.Version, status int, start time.Time) {
 // idempotent requests on another backend of v, and handing the request to
 // the stable version when v's backends refuse connections; it writes the
 // answer (or veer's error answer) into ctx.Response. It returns the status
-// sent and the version that served it.
-func (p *Proxy) forward(ctx *fasthttp.RequestCtx, r *router.Route, v *router.Version, b *router.Backend, start time.Time, body *clientBody) (int, *router.Version) {
+// sent, and the version and backend that served it (the last one tried).
+func (p *Proxy) forward(ctx *fasthttp.RequestCtx, r *router.Route, v *router.Version, b *router.Backend, start time.Time, body *clientBody) (int, *router.Version, *router.Backend) {
 	p.inflight.Add(1)
 	retried := false
 	defer func() {
@@ -254,19 +254,19 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, r *router.Route, v *router.Ver
 			rej := bodyRejection(body.err, err)
 			ctx.Error(rej.text, rej.status)
 			ctx.SetConnectionClose()
-			return rej.status, v
+			return rej.status, v, b
 		}
 		if err == nil {
 			code := ctx.Response.StatusCode()
 			if s, ok := ctx.Response.BodyStream().(upstream.Stream); ok {
 				// Recorded when the body has streamed to its end: limits.go.
 				s.Observe(p.watch(ctx, r, v, b, code, end.Sub(tryStart)))
-				return code, v
+				return code, v, b
 			}
 			failed := code >= 500
 			v.Window.Record(end, end.Sub(tryStart), failed)
 			p.outlier(r, v, b, failed, end)
-			return code, v
+			return code, v, b
 		}
 		status, reason := Classify(err)
 		v.Metrics.Failures[reason].Inc()
@@ -301,7 +301,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, r *router.Route, v *router.Ver
 		if p.log.Enabled(context.Background(), slog.LevelDebug) {
 			p.log.Debug("upstream failed", "route", r.Name, "version", v.Name, "backend", b.Addr, "err", err)
 		}
-		return status, v
+		return status, v, b
 	}
 }
 

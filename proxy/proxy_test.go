@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,12 +11,14 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/veer-proxy/veer/accesslog"
 	"github.com/veer-proxy/veer/metrics"
 )
 
@@ -630,4 +633,56 @@ func TestNoTableYet(t *testing.T) {
 		t.Errorf("before the first table: status %d, Retry-After %q; want 503 with Retry-After",
 			code, ctx.Response.Header.Peek("Retry-After"))
 	}
+}
+
+// A retried request's access log line names the backend that answered,
+// not the one that refused it.
+func TestAccessLogNamesTheBackendThatAnswered(t *testing.T) {
+	refused := refusedAddr(t)
+	live := newBackend(t, "live", nil)
+	v := startVeer(t, oneVersion("    outlier: {consecutive_5xx: 0}\n", refused, live.addr))
+	var buf syncBuffer
+	al, err := accesslog.New(accesslog.Options{Writer: &buf, Buffer: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.p.AccessLog = al
+	for range 4 { // the ring sends every other request to the refusing backend first
+		if resp := v.do(t, "GET", "/"); resp.StatusCode() != 200 {
+			t.Fatalf("status %d", resp.StatusCode())
+		}
+	}
+	if err := al.Close(); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 4 {
+		t.Fatalf("%d access log lines, want 4:\n%s", len(lines), buf.String())
+	}
+	for _, l := range lines {
+		if !strings.Contains(l, `"backend":"`+live.addr+`"`) {
+			t.Errorf("a request the live backend answered is logged as: %s", l)
+		}
+	}
+	if got := v.metric(t, "veer_upstream_failures_total", "route", "shop", "version", "blue", "reason", "connect"); got != 2 {
+		t.Errorf("%v refused attempts, want 2: the test did not retry", got)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the access log's writer goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
