@@ -186,3 +186,16 @@ func TestQuick(t *testing.T) {
 		}
 	}
 }
+
+func TestParsePerfCount(t *testing.T) {
+	n, err := parsePerfCount([]byte("# started on Wed Nov 25 23:13:48 2026\n\n546659,,raw_syscalls:sys_enter,3470290,100.00,,\n"))
+	if err != nil || n != 546659 {
+		t.Errorf("got %d, %v; want 546659", n, err)
+	}
+	if _, err := parsePerfCount([]byte("<not supported>,,raw_syscalls:sys_enter,0,100.00,,\n")); err == nil {
+		t.Error("an unsupported event was read as a count")
+	}
+	if _, err := parsePerfCount([]byte("# started\n")); err == nil {
+		t.Error("output without the event was read as a count")
+	}
+}

@@ -39,6 +39,7 @@ type options struct {
 	idleConns int
 	out       string
 	profile   bool
+	syscalls  bool
 	keep      bool
 	proxyCPU  string
 	loadCPU   string
@@ -78,6 +79,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.idleConns, "idle-conns", 10000, "connections for the idle-connection memory scenario")
 	fs.StringVar(&o.out, "out", "", "results `DIR` (default bench/results, or bench/results/raw/quick with -quick)")
 	fs.BoolVar(&o.profile, "profile", false, "run veer under bench/veerprof and keep a CPU and allocation profile per scenario in results/raw/")
+	fs.BoolVar(&o.syscalls, "syscalls", false, "count each proxy's system calls per request (perf stat -e raw_syscalls:sys_enter; needs perf, installed from linux-perf as root)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory with configs and logs")
 	fs.StringVar(&o.proxyCPU, "proxy-cpu", "0", "CPU list (taskset -c) for the proxy under test")
 	fs.StringVar(&o.loadCPU, "load-cpu", "1", "CPU list (taskset -c) for wrk, the upstream and the harness")
@@ -152,6 +154,7 @@ type env struct {
 	nginx    string
 	haproxy  string
 	wrk      string
+	perf     string // with -syscalls
 	up       *upstream
 	machine  machine
 	clkTck   float64
@@ -330,8 +333,24 @@ func (e *env) findTools() error {
 	if e.wrk, err = lookPath("wrk"); err != nil {
 		return err
 	}
-	_, err = lookPath("taskset")
-	return err
+	if _, err = lookPath("taskset"); err != nil {
+		return err
+	}
+	if e.o.syscalls {
+		if e.perf, err = lookPath("perf"); err != nil && os.Geteuid() == 0 {
+			e.log("installing linux-perf with apt-get")
+			cmd := exec.Command("apt-get", "install", "-y", "--no-install-recommends", "linux-perf")
+			cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+			if out, ierr := cmd.CombinedOutput(); ierr != nil {
+				return fmt.Errorf("-syscalls needs perf: apt-get install linux-perf: %v\n%s", ierr, out)
+			}
+			e.perf, err = lookPath("perf")
+		}
+		if err != nil {
+			return fmt.Errorf("-syscalls needs perf (Debian: apt-get install linux-perf): %w", err)
+		}
+	}
+	return nil
 }
 
 // lookPath is exec.LookPath that also looks in the sbin directories, where

@@ -45,6 +45,9 @@ func printScenario(w io.Writer, sr *scenarioResult) {
 		}
 		fmt.Fprintf(w, "   %-8s %9.0f req/s  p50 %7.2fms  p99 %7.2fms  p99.9 %7.2fms  %6.3f CPU s/100k (%2.0f%% kernel)  peak %6.1f MiB  canary %5.2f%%  errors %d  non-2xx %d  others' CPU %.0f%%\n",
 			p.Proxy, m.RPS, m.P50, m.P99, m.P999, m.CPUPer100k, m.SysShare, mib(m.PeakRSS), m.canaryShare(), m.Errors, m.Non2xx, m.OtherCPU)
+		if m.SyscallsPerReq > 0 {
+			fmt.Fprintf(w, "   %-8s %9.2f system calls per request\n", p.Proxy, m.SyscallsPerReq)
+		}
 	}
 }
 
@@ -213,6 +216,24 @@ func (r *report) markdown() string {
 				vs = ratio(veer.Median.BytesPerConn, md.BytesPerConn)
 			}
 			fmt.Fprintf(&b, "| %s | %d | %d | %.0f | %.1f | %.2f | %s |\n", p.Proxy, md.IdleConns, md.IdleFailed, md.BytesPerConn, mib(md.PeakRSS), md.canaryShare(), vs)
+		}
+	}
+
+	counted := false
+	for _, sr := range r.Scenarios {
+		for _, p := range sr.Proxies {
+			counted = counted || p.Median.SyscallsPerReq > 0
+		}
+	}
+	if counted {
+		b.WriteString("\n## System calls per request\n\nCounted with `perf stat -e raw_syscalls:sys_enter` on the proxy's processes during each measured run (`-syscalls`), divided by the requests wrk completed; medians.\n\n")
+		b.WriteString("| scenario | proxy | system calls per request |\n|---|---|--:|\n")
+		for _, sr := range r.Scenarios {
+			for _, p := range sr.Proxies {
+				if n := p.Median.SyscallsPerReq; n > 0 {
+					fmt.Fprintf(&b, "| %s | %s | %.2f |\n", sr.Scenario.Title, p.Proxy, n)
+				}
+			}
 		}
 	}
 

@@ -18,12 +18,15 @@ type runResult struct {
 	P999       float64
 	CPUPer100k float64 // proxy CPU seconds (user+system) per 100,000 requests
 	SysShare   float64 // percent of that CPU time spent in the kernel
-	PeakRSS    int64   // bytes: VmHWM, summed over the proxy's processes
-	Requests   int64
-	Errors     int64 // wrk socket errors: connect, read, write, timeout
-	Non2xx     int64 // answers with status 400 or more
-	Blue       int64 // requests the blue and canary upstreams counted
-	Canary     int64
+	// SyscallsPerReq is the proxy's system calls per request (-syscalls;
+	// 0 when not counted).
+	SyscallsPerReq float64
+	PeakRSS        int64 // bytes: VmHWM, summed over the proxy's processes
+	Requests       int64
+	Errors         int64 // wrk socket errors: connect, read, write, timeout
+	Non2xx         int64 // answers with status 400 or more
+	Blue           int64 // requests the blue and canary upstreams counted
+	Canary         int64
 	// OtherCPU is how much CPU processes other than the proxy, wrk, the
 	// upstream and the harness used during the run, in percent of one CPU:
 	// the noise from a machine that was not quiet.
@@ -174,7 +177,21 @@ func measure(ctx context.Context, e *env, sc *scenario, name string, port int, p
 		return nil, err
 	}
 	raw := filepath.Join(e.raw, fmt.Sprintf("wrk-%s-%s-r%d.txt", sc.Name, name, round))
+	var counter *syscallCounter
+	if e.o.syscalls {
+		out := filepath.Join(e.raw, fmt.Sprintf("syscalls-%s-%s-r%d.txt", sc.Name, name, round))
+		if counter, err = countSyscalls(e.perf, pids, out); err != nil {
+			return nil, err
+		}
+	}
 	w, err := runWrk(ctx, e, sc, port, e.o.duration, raw)
+	var calls int64
+	if counter != nil {
+		var cerr error
+		if calls, cerr = counter.stop(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -220,11 +237,17 @@ func measure(ctx context.Context, e *env, sc *scenario, name string, port int, p
 	if w.Requests > 0 {
 		r.CPUPer100k = float64(cpu1-cpu0) / e.clkTck / float64(w.Requests) * 1e5
 	}
+	if calls > 0 && w.Requests > 0 {
+		r.SyscallsPerReq = float64(calls) / float64(w.Requests)
+	}
 	if cpu1 > cpu0 {
 		r.SysShare = 100 * float64(sys1-sys0) / float64(cpu1-cpu0)
 	}
 	e.log("  %.0f req/s, p50 %.2fms p99 %.2fms p99.9 %.2fms, %.3f CPU s/100k (%.0f%% in the kernel), peak %.1f MiB, errors %d, non-2xx %d, blue/canary %d/%d, others used %.0f%% of a CPU",
 		r.RPS, r.P50, r.P99, r.P999, r.CPUPer100k, r.SysShare, float64(r.PeakRSS)/(1<<20), r.Errors, r.Non2xx, r.Blue, r.Canary, r.OtherCPU)
+	if r.SyscallsPerReq > 0 {
+		e.log("  %.2f system calls per request", r.SyscallsPerReq)
+	}
 	return r, nil
 }
 
@@ -268,16 +291,17 @@ func medianOf(runs []runResult) runResult {
 		return v[len(v)/2]
 	}
 	m := runResult{
-		RPS:          med(func(r *runResult) float64 { return r.RPS }),
-		P50:          med(func(r *runResult) float64 { return r.P50 }),
-		P99:          med(func(r *runResult) float64 { return r.P99 }),
-		P999:         med(func(r *runResult) float64 { return r.P999 }),
-		CPUPer100k:   med(func(r *runResult) float64 { return r.CPUPer100k }),
-		SysShare:     med(func(r *runResult) float64 { return r.SysShare }),
-		PeakRSS:      int64(med(func(r *runResult) float64 { return float64(r.PeakRSS) })),
-		BytesPerConn: med(func(r *runResult) float64 { return r.BytesPerConn }),
-		IdleConns:    int(med(func(r *runResult) float64 { return float64(r.IdleConns) })),
-		OtherCPU:     med(func(r *runResult) float64 { return r.OtherCPU }),
+		RPS:            med(func(r *runResult) float64 { return r.RPS }),
+		P50:            med(func(r *runResult) float64 { return r.P50 }),
+		P99:            med(func(r *runResult) float64 { return r.P99 }),
+		P999:           med(func(r *runResult) float64 { return r.P999 }),
+		CPUPer100k:     med(func(r *runResult) float64 { return r.CPUPer100k }),
+		SysShare:       med(func(r *runResult) float64 { return r.SysShare }),
+		SyscallsPerReq: med(func(r *runResult) float64 { return r.SyscallsPerReq }),
+		PeakRSS:        int64(med(func(r *runResult) float64 { return float64(r.PeakRSS) })),
+		BytesPerConn:   med(func(r *runResult) float64 { return r.BytesPerConn }),
+		IdleConns:      int(med(func(r *runResult) float64 { return float64(r.IdleConns) })),
+		OtherCPU:       med(func(r *runResult) float64 { return r.OtherCPU }),
 	}
 	for _, r := range runs {
 		m.Requests += r.Requests

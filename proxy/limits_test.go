@@ -233,7 +233,9 @@ func TestClientTimeouts(t *testing.T) {
 	_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n")
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	all, _ := io.ReadAll(c)
-	if took := time.Since(start); !bytes.HasPrefix(all, []byte("HTTP/1.1 408")) || took < 300*time.Millisecond || took > 2*time.Second {
+	// The server's clock starts when it accepts, which a loaded machine may
+	// run before this goroutine reads its own: a little slack below 300ms.
+	if took := time.Since(start); !bytes.HasPrefix(all, []byte("HTTP/1.1 408")) || took < 250*time.Millisecond || took > 2*time.Second {
 		t.Errorf("unfinished head: %q after %v, want 408 after 300ms", firstLine(all), took)
 	}
 
