@@ -14,8 +14,8 @@ package proxy
 //
 // The 101 counts in the version's requests (code 1xx) and window as a
 // success; a failure to connect counts as the failure it is, and refused
-// connections are retried on another backend of the version, as for
-// ordinary requests. fasthttp's Server.Shutdown does not know hijacked
+// connections are retried on another backend of the version and then,
+// for a version other than stable, on stable, as for ordinary requests. fasthttp's Server.Shutdown does not know hijacked
 // connections, so the Proxy tracks its tunnels and CloseUpgraded closes
 // them at the end of a drain.
 
@@ -131,6 +131,7 @@ func (p *Proxy) upgrade(ctx *fasthttp.RequestCtx, t *router.Table, r *router.Rou
 	defer fasthttp.ReleaseResponse(resp)
 	var conn net.Conn
 	var br *bufio.Reader
+	failedOver := false
 	for try := 0; ; try++ {
 		var err error
 		conn, br, err = p.openUpgrade(req, r, b, resp)
@@ -142,11 +143,21 @@ func (p *Proxy) upgrade(ctx *fasthttp.RequestCtx, t *router.Table, r *router.Rou
 		v.Metrics.Failures[reason].Inc()
 		v.Window.Record(end, end.Sub(tryStart), true)
 		p.outlier(r, v, b, true, end)
+		next := (*router.Backend)(nil)
 		if try < attempts && reason == metrics.FailConnect {
-			if next := v.PickOther(end.UnixNano(), b); next != nil {
-				b, tryStart = next, end
-				continue
+			next = v.PickOther(end.UnixNano(), b)
+		}
+		if next == nil && reason == metrics.FailConnect && v != r.Stable && !failedOver {
+			// As for ordinary requests (forward): nothing reached v's
+			// backends, so stable takes the upgrade, and the failure above
+			// counts against v.
+			if next = r.Stable.PickBackend(end.UnixNano()); next != nil {
+				v, failedOver, pin = r.Stable, true, false
 			}
+		}
+		if next != nil {
+			b, tryStart = next, end
+			continue
 		}
 		ctx.Error(failureText[status], status)
 		if status == fasthttp.StatusServiceUnavailable {

@@ -308,6 +308,28 @@ func TestUpgradeRefusedOrFailed(t *testing.T) {
 			t.Errorf("veer_requests_total{blue,5xx}: got %v, want 1", got)
 		}
 	})
+	t.Run("a dead canary hands the upgrade to stable", func(t *testing.T) {
+		blue := newEchoBackend(t, "hi")
+		dead := refusedAddr(t)
+		v := startVeer(t, fmt.Sprintf(upgradeRoute, blue.addr, dead, "1h"))
+		c, br, h := dialUpgrade(t, v.addr, []string{"X-Veer-Version: canary"}, "")
+		defer c.Close()
+		if got := h.StatusCode(); got != 101 {
+			t.Fatalf("status %d, want 101 from stable", got)
+		}
+		if got := string(h.Peek("X-Veer-Version")); got != "blue" {
+			t.Errorf("X-Veer-Version: got %q, want blue (the version that served it)", got)
+		}
+		if got := readN(t, br, 2); got != "hi" {
+			t.Errorf("greeting: got %q, want stable's", got)
+		}
+		if got := v.metric(t, "veer_upstream_failures_total", "version", "canary", "reason", "connect"); got != 1 {
+			t.Errorf("veer_upstream_failures_total{canary,connect}: got %v, want 1 (counted against the canary)", got)
+		}
+		if got := v.metric(t, "veer_requests_total", "version", "blue", "code", "1xx"); got != 1 {
+			t.Errorf("veer_requests_total{blue,1xx}: got %v, want 1", got)
+		}
+	})
 	t.Run("retried on another backend", func(t *testing.T) {
 		good := newEchoBackend(t, "ok")
 		dead := refusedAddr(t)
