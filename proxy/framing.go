@@ -57,20 +57,22 @@ var (
 var allowHeader = []byte("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
 
 // checkRequest returns nil when the head of req may be forwarded, else how
-// veer answers instead. It allocates nothing.
-func checkRequest(h *fasthttp.RequestHeader, l *config.Limits) *rejection {
+// veer answers instead, and what the head's field names hold for
+// prepareRequest (headerBit; every bit for a head built in code). It
+// allocates nothing.
+func checkRequest(h *fasthttp.RequestHeader, l *config.Limits) (rej *rejection, has int) {
 	proto := h.Protocol()
 	http10 := string(proto) == "HTTP/1.0"
 	if !http10 && string(proto) != "HTTP/1.1" {
-		return &rejectVersion
+		return &rejectVersion, has
 	}
 	target := h.RequestURI()
 	if len(target) > l.MaxURIBytes {
-		return &rejectURILong
+		return &rejectURILong, has
 	}
 	raw := h.RawHeaders()
 	if len(raw) > l.MaxHeaderBytes {
-		return &rejectHeadLarge
+		return &rejectHeadLarge, has
 	}
 
 	var cl, te, host int
@@ -78,6 +80,7 @@ func checkRequest(h *fasthttp.RequestHeader, l *config.Limits) *rejection {
 	f := upstream.Fields{Block: raw}
 	for f.Next() {
 		name := f.Name
+		has |= headerBit(name)
 		switch len(name) {
 		case 4:
 			if bytes.EqualFold(name, hdrHost) {
@@ -87,61 +90,62 @@ func checkRequest(h *fasthttp.RequestHeader, l *config.Limits) *rejection {
 		case 6:
 			if bytes.EqualFold(name, hdrExpect) {
 				if !bytes.EqualFold(f.Value, str100Continue) {
-					return &rejectExpect
+					return &rejectExpect, has
 				}
 			}
 		case 14:
 			if bytes.EqualFold(name, hdrContentLength) {
 				cl++
 				if cl > 1 || !upstream.IsDigits(f.Value) {
-					return &rejectCL
+					return &rejectCL, has
 				}
 			}
 		case 17:
 			if bytes.EqualFold(name, hdrTransferEncoding) {
 				te++
 				if te > 1 || !bytes.EqualFold(f.Value, strChunked) {
-					return &rejectTE
+					return &rejectTE, has
 				}
 			}
 		}
 	}
 	if f.Err != nil {
-		return &rejectField
+		return &rejectField, has
 	}
 	if len(raw) == 0 { // a request built in code, not read from the wire
 		if hostValue = h.Host(); len(hostValue) > 0 {
 			host = 1
 		}
+		has = hasAll
 	}
 	switch {
 	case te > 0 && cl > 0:
-		return &rejectCLTE
+		return &rejectCLTE, has
 	case te > 0 && http10:
-		return &rejectTE10
+		return &rejectTE10, has
 	case host > 1, host == 0 && !http10, host == 1 && !validHost(hostValue, !http10):
-		return &rejectHost
+		return &rejectHost, has
 	}
 
 	method := h.Method()
 	switch {
 	case string(method) == fasthttp.MethodConnect, string(method) == fasthttp.MethodTrace:
-		return &rejectMethod
+		return &rejectMethod, has
 	case len(target) == 1 && target[0] == '*':
 		if string(method) == fasthttp.MethodOptions {
-			return &answerOptions
+			return &answerOptions, has
 		}
-		return &rejectTarget
+		return &rejectTarget, has
 	case len(target) > 0 && target[0] == '/':
 		if !validOriginForm(target) {
-			return &rejectTarget
+			return &rejectTarget, has
 		}
 	default:
 		if !validAbsoluteForm(target) {
-			return &rejectTarget
+			return &rejectTarget, has
 		}
 	}
-	return nil
+	return nil, has
 }
 
 var (

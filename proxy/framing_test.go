@@ -93,7 +93,7 @@ func TestCheckRequest(t *testing.T) {
 				t.Fatalf("fasthttp refused %.100q itself: this case tests nothing of veer", tt.raw)
 			}
 			got := 0
-			if rej := checkRequest(h, &testLimits); rej != nil {
+			if rej, _ := checkRequest(h, &testLimits); rej != nil {
 				got = rej.status
 			}
 			if got != tt.want {
@@ -105,7 +105,7 @@ func TestCheckRequest(t *testing.T) {
 
 func TestCheckRequestAllocatesNothing(t *testing.T) {
 	h, _ := parseHead("POST /a/b/c?d=e HTTP/1.1\r\nHost: shop.example.com\r\nContent-Length: 3\r\nX-A: b\r\nUser-Agent: x\r\n\r\n")
-	if n := testing.AllocsPerRun(100, func() { _ = checkRequest(h, &testLimits) }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { _, _ = checkRequest(h, &testLimits) }); n != 0 {
 		t.Errorf("checkRequest allocates %v times", n)
 	}
 }
@@ -124,7 +124,7 @@ func FuzzCheckRequest(f *testing.F) {
 		if err := h.Read(bufio.NewReader(bytes.NewReader(raw))); err != nil {
 			return
 		}
-		if rej := checkRequest(h, &testLimits); rej != nil {
+		if rej, _ := checkRequest(h, &testLimits); rej != nil {
 			if rej.status < 200 || rej.text == "" && rej != &answerOptions {
 				t.Fatalf("rejection %+v without a status or text", rej)
 			}
@@ -156,4 +156,41 @@ func FuzzCheckRequest(f *testing.F) {
 			t.Fatalf("forwarded version %q", p)
 		}
 	})
+}
+
+// checkRequest's scan of the field names finds every hop-by-hop header,
+// in any case, so that prepareRequest skips removal only when there is
+// nothing to remove; a request built in code counts as carrying all.
+func TestCheckRequestFindsHeaders(t *testing.T) {
+	tests := []struct {
+		field string
+		want  int
+	}{
+		{"Connection: x-a", hasHop}, {"connection: close", hasHop}, {"KEEP-ALIVE: 5", hasHop},
+		{"Proxy-Connection: keep-alive", hasHop}, {"proxy-authenticate: x", hasHop},
+		{"Proxy-Authorization: Basic eA==", hasHop}, {"TE: trailers", hasHop}, {"trailer: X-T", hasHop},
+		{"upgrade: websocket", hasHop},
+		{"x-forwarded-for: 1.2.3.4", hasXFF}, {"X-Forwarded-Proto: https", hasXFP},
+		{"X-FORWARDED-HOST: a", hasXFH}, {"x-request-id: 1", hasReqID}, {"X-Veer-Version: canary", hasVersion},
+		{"X-Forwarded-Fox: 1", 0}, {"Connections: 1", 0}, {"Tea: 1", 0}, {"User-Agent: a", 0},
+	}
+	for _, tt := range tests {
+		h, ok := parseHead("GET / HTTP/1.1\r\nHost: a\r\n" + tt.field + "\r\n\r\n")
+		if !ok {
+			t.Fatalf("%q: fasthttp refused it", tt.field)
+		}
+		rej, has := checkRequest(h, &testLimits)
+		if rej != nil {
+			t.Fatalf("%q: rejected with %d", tt.field, rej.status)
+		}
+		if has != tt.want {
+			t.Errorf("%q: found %b, want %b", tt.field, has, tt.want)
+		}
+	}
+	var h fasthttp.RequestHeader
+	h.SetHost("a")
+	h.SetRequestURI("/")
+	if _, has := checkRequest(&h, &testLimits); has != hasAll {
+		t.Errorf("a head built in code: found %b, want every bit", has)
+	}
 }

@@ -40,9 +40,9 @@ var errBodyTooLarge = errors.New("proxy: request body larger than limits.max_bod
 // admit applies veer's checks of a request head before it is routed:
 // strict framing and the limits (checkRequest), then the per-client rate
 // limit. It answers the request itself and returns false when the
-// request goes no further.
-func (p *Proxy) admit(ctx *fasthttp.RequestCtx, t *router.Table) bool {
-	rej := checkRequest(&ctx.Request.Header, &p.limits)
+// request goes no further; has is checkRequest's.
+func (p *Proxy) admit(ctx *fasthttp.RequestCtx, t *router.Table) (has int, ok bool) {
+	rej, has := checkRequest(&ctx.Request.Header, &p.limits)
 	if rej == nil && p.limits.MaxBodyBytes > 0 && int64(ctx.Request.Header.ContentLength()) > p.limits.MaxBodyBytes {
 		rej = &rejectBodyLarge
 	}
@@ -52,12 +52,12 @@ func (p *Proxy) admit(ctx *fasthttp.RequestCtx, t *router.Table) bool {
 			ctx.Response.Header.SetBytesV("Retry-After", retryAfterSeconds(wait))
 			p.metrics.Rejected(fasthttp.StatusTooManyRequests)
 			p.logRejection(ctx)
-			return false
+			return has, false
 		}
-		return true
+		return has, true
 	}
 	p.reject(ctx, rej)
-	return false
+	return has, false
 }
 
 // reject answers with rej; the connection is closed after it unless the
@@ -328,7 +328,7 @@ func requestLineTooLong(err error) bool {
 // expectHandler answers "Expect: 100-continue" before the body is read:
 // a request veer would reject gets its status instead of 100 Continue.
 func (p *Proxy) expectHandler(ctx *fasthttp.RequestCtx) int {
-	rej := checkRequest(&ctx.Request.Header, &p.limits)
+	rej, _ := checkRequest(&ctx.Request.Header, &p.limits)
 	if rej == nil && p.limits.MaxBodyBytes > 0 && int64(ctx.Request.Header.ContentLength()) > p.limits.MaxBodyBytes {
 		rej = &rejectBodyLarge
 	}

@@ -94,10 +94,15 @@ var (
 
 // hopByHop are removed in both directions (RFC 9110 7.6.1), with every
 // header named in Connection.
-var hopByHop = [][]byte{
-	[]byte("Keep-Alive"), []byte("Proxy-Connection"), []byte("Proxy-Authenticate"),
-	[]byte("Proxy-Authorization"), []byte("Te"), []byte("Trailer"), []byte("Upgrade"),
-}
+var (
+	hdrKeepAlive  = []byte("Keep-Alive")
+	hdrProxyConn  = []byte("Proxy-Connection")
+	hdrProxyAuthn = []byte("Proxy-Authenticate")
+	hdrProxyAuthz = []byte("Proxy-Authorization")
+	hdrTE         = []byte("Te")
+	hdrTrailer    = []byte("Trailer")
+	hopByHop      = [][]byte{hdrKeepAlive, hdrProxyConn, hdrProxyAuthn, hdrProxyAuthz, hdrTE, hdrTrailer, hdrUpgrade}
+)
 
 // Handler is the fasthttp.RequestHandler.
 func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
@@ -108,7 +113,8 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 		ctx.Response.Header.SetBytesV("Retry-After", retryAfter1)
 		return
 	}
-	if !p.admit(ctx, t) { // strict framing, limits, rate limit: framing.go, limits.go
+	has, ok := p.admit(ctx, t) // strict framing, limits, rate limit: framing.go, limits.go
+	if !ok {
 		return
 	}
 	req := &ctx.Request
@@ -164,7 +170,7 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	}
 
 	if isUpgrade(req) { // WebSocket and other upgrades: upgrade.go
-		p.upgrade(ctx, t, r, v, b, start, pin)
+		p.upgrade(ctx, t, r, v, b, start, pin, has)
 		return
 	}
 
@@ -178,7 +184,7 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	}
 
 	clientClose := req.Header.ConnectionClose()
-	p.prepareRequest(ctx, t)
+	p.prepareRequest(ctx, t, has)
 	if r.MirrorNow() {
 		p.mirror.offer(ctx, r)
 	}
@@ -188,13 +194,18 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	}
 
 	resp := &ctx.Response
-	removeResponseHopByHop(&resp.Header)
+	rhas := scanResponse(&resp.Header)
+	if rhas&hasHop != 0 {
+		removeResponseHopByHop(&resp.Header)
+	}
 	resp.Header.ResetConnectionClose()
 	if clientClose || body.failed() { // a broken body leaves the connection out of step
 		resp.SetConnectionClose()
 	}
-	resp.Header.DelBytes(hdrVersion) // an upstream's own, possibly repeated
-	resp.Header.SetBytesKV(hdrVersion, v.NameBytes())
+	if rhas&hasVersion != 0 {
+		resp.Header.DelBytes(hdrVersion) // an upstream's own, possibly repeated
+	}
+	resp.Header.SetCanonical(hdrVersion, v.NameBytes())
 	if name := r.Config.Sticky.Cookie; name != "" && pin {
 		setStickyCookie(resp, name, v.Name)
 	}
@@ -406,9 +417,15 @@ func (p *Proxy) recoverPanic(ctx *fasthttp.RequestCtx) {
 
 // prepareRequest rewrites the request for the upstream: hop-by-hop headers
 // out; X-Forwarded-For/-Proto/-Host and X-Request-Id set.
-func (p *Proxy) prepareRequest(ctx *fasthttp.RequestCtx, t *router.Table) {
+//
+// has is what checkRequest found among the header names: most requests
+// carry nothing to remove or replace, and each DelBytes would normalise its
+// key and scan every header again.
+func (p *Proxy) prepareRequest(ctx *fasthttp.RequestCtx, t *router.Table, has int) {
 	h := &ctx.Request.Header
-	removeHopByHop(h)
+	if has&hasHop != 0 {
+		removeHopByHop(h)
+	}
 	h.ResetConnectionClose()
 
 	var buf [128]byte
@@ -424,7 +441,7 @@ func (p *Proxy) prepareRequest(ctx *fasthttp.RequestCtx, t *router.Table) {
 	// Every line of a header veer sets is replaced: a second
 	// X-Forwarded-For line would otherwise carry a client's forgery through.
 	xff := buf[:0]
-	if trusted {
+	if trusted && has&hasXFF != 0 {
 		for _, prior := range h.PeekAll(fasthttp.HeaderXForwardedFor) { // several lines are one list (RFC 9110 5.3)
 			if len(prior) > 0 {
 				xff = append(xff, prior...)
@@ -433,25 +450,101 @@ func (p *Proxy) prepareRequest(ctx *fasthttp.RequestCtx, t *router.Table) {
 		}
 	}
 	xff = peer.AppendTo(xff)
-	h.DelBytes(hdrXFF)
-	h.SetBytesKV(hdrXFF, xff)
-	if !trusted || len(h.PeekBytes(hdrXFP)) == 0 {
-		h.DelBytes(hdrXFP)
+	if has&hasXFF != 0 {
+		h.DelBytes(hdrXFF)
+	}
+	h.SetCanonical(hdrXFF, xff)
+	if !trusted || has&hasXFP == 0 || len(h.PeekBytes(hdrXFP)) == 0 {
+		if has&hasXFP != 0 {
+			h.DelBytes(hdrXFP)
+		}
 		if ctx.IsTLS() {
-			h.SetBytesKV(hdrXFP, strHTTPS)
+			h.SetCanonical(hdrXFP, strHTTPS)
 		} else {
-			h.SetBytesKV(hdrXFP, strHTTP)
+			h.SetCanonical(hdrXFP, strHTTP)
 		}
 	}
-	if !trusted || len(h.PeekBytes(hdrXFH)) == 0 {
-		h.DelBytes(hdrXFH)
-		h.SetBytesKV(hdrXFH, h.Host())
+	if !trusted || has&hasXFH == 0 || len(h.PeekBytes(hdrXFH)) == 0 {
+		if has&hasXFH != 0 {
+			h.DelBytes(hdrXFH)
+		}
+		h.SetCanonical(hdrXFH, h.Host())
 	}
-	if len(h.PeekBytes(hdrReqID)) == 0 {
+	if has&hasReqID == 0 || len(h.PeekBytes(hdrReqID)) == 0 {
 		id := append(buf[:0], p.idPrefix[:]...)
 		id = appendHex(id, p.idSeq.Add(1))
-		h.SetBytesKV(hdrReqID, id)
+		h.SetCanonical(hdrReqID, id)
 	}
+}
+
+// What scanRequest and scanResponse found among the header names.
+const (
+	hasHop     = 1 << iota // Connection or a hop-by-hop header
+	hasXFF                 // X-Forwarded-For
+	hasXFP                 // X-Forwarded-Proto
+	hasXFH                 // X-Forwarded-Host
+	hasReqID               // X-Request-Id
+	hasVersion             // X-Veer-Version
+
+	// hasAll is every bit: a request whose head was not read from the wire
+	// (built in code) is treated as if it carried everything.
+	hasAll = hasHop | hasXFF | hasXFP | hasXFH | hasReqID | hasVersion
+)
+
+// headerBit is what a header name is to veer (any case).
+func headerBit(k []byte) int {
+	switch len(k) {
+	case 2:
+		if bytes.EqualFold(k, hdrTE) {
+			return hasHop
+		}
+	case 7:
+		if bytes.EqualFold(k, hdrTrailer) || bytes.EqualFold(k, hdrUpgrade) {
+			return hasHop
+		}
+	case 10:
+		if bytes.EqualFold(k, hdrConn) || bytes.EqualFold(k, hdrKeepAlive) {
+			return hasHop
+		}
+	case 12:
+		if bytes.EqualFold(k, hdrReqID) {
+			return hasReqID
+		}
+	case 14:
+		if bytes.EqualFold(k, hdrVersion) {
+			return hasVersion
+		}
+	case 15:
+		if bytes.EqualFold(k, hdrXFF) {
+			return hasXFF
+		}
+	case 16:
+		if bytes.EqualFold(k, hdrXFH) {
+			return hasXFH
+		}
+		if bytes.EqualFold(k, hdrProxyConn) {
+			return hasHop
+		}
+	case 17:
+		if bytes.EqualFold(k, hdrXFP) {
+			return hasXFP
+		}
+	case 18, 19:
+		if bytes.EqualFold(k, hdrProxyAuthn) || bytes.EqualFold(k, hdrProxyAuthz) {
+			return hasHop
+		}
+	}
+	return 0
+}
+
+// scanResponse is what a response's header names hold (checkRequest does
+// the same for a request).
+func scanResponse(h *fasthttp.ResponseHeader) int {
+	has := 0
+	for k := range h.All() {
+		has |= headerBit(k)
+	}
+	return has
 }
 
 func appendHex(dst []byte, n uint64) []byte {

@@ -105,7 +105,7 @@ func (u *upgrades) remove(t *tunnel) {
 }
 
 // upgrade serves an upgrade request on backend b of version v.
-func (p *Proxy) upgrade(ctx *fasthttp.RequestCtx, t *router.Table, r *router.Route, v *router.Version, b *router.Backend, start time.Time, pin bool) {
+func (p *Proxy) upgrade(ctx *fasthttp.RequestCtx, t *router.Table, r *router.Route, v *router.Version, b *router.Backend, start time.Time, pin bool, has int) {
 	req := &ctx.Request
 	if cl := req.Header.ContentLength(); cl > 0 || cl == -1 {
 		// A WebSocket handshake is a GET without a body (RFC 6455 4.1);
@@ -119,7 +119,7 @@ func (p *Proxy) upgrade(ctx *fasthttp.RequestCtx, t *router.Table, r *router.Rou
 		return
 	}
 	proto := append([]byte(nil), req.Header.PeekBytes(hdrUpgrade)...)
-	p.prepareRequest(ctx, t)
+	p.prepareRequest(ctx, t, has)
 	req.Header.SetBytesKV(hdrConn, strUpgrade)
 	req.Header.SetBytesKV(hdrUpgrade, proto)
 	p.inflight.Add(1)
