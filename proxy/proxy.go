@@ -188,7 +188,7 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	if r.MirrorNow() {
 		p.mirror.offer(ctx, r)
 	}
-	status, served, b := p.forward(ctx, r, v, b, start, body)
+	status, served, b, end := p.forward(ctx, r, v, b, start, body)
 	if served != v { // failed over to stable
 		v, pin = served, false
 	}
@@ -209,7 +209,7 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	if name := r.Config.Sticky.Cookie; name != "" && pin {
 		setStickyCookie(resp, name, v.Name)
 	}
-	p.count(v, status, start)
+	p.countTook(v, status, end.Sub(start))
 	if p.AccessLog != nil {
 		p.logAccess(ctx, r, v, b)
 	}
@@ -226,18 +226,25 @@ func setScheme(req *fasthttp.Request, b *router.Backend) {
 	}
 }
 
-// count records an answered request in its version's metrics.
+// count records an answered request in its version's metrics: status, and
+// the time from start until now.
 func (p *Proxy) count(v *router.Version, status int, start time.Time) {
+	p.countTook(v, status, p.Now().Sub(start))
+}
+
+// countTook is count with the time taken already known.
+func (p *Proxy) countTook(v *router.Version, status int, took time.Duration) {
 	v.Metrics.Request(status)
-	v.Metrics.Duration.Observe(p.Now().Sub(start).Seconds())
+	v.Metrics.Duration.Observe(took.Seconds())
 }
 
 // forward sends the request to b, retrying refused or reset connections of
 // idempotent requests on another backend of v, and handing the request to
 // the stable version when v's backends refuse connections; it writes the
 // answer (or veer's error answer) into ctx.Response. It returns the status
-// sent, and the version and backend that served it (the last one tried).
-func (p *Proxy) forward(ctx *fasthttp.RequestCtx, r *router.Route, v *router.Version, b *router.Backend, start time.Time, body *clientBody) (int, *router.Version, *router.Backend) {
+// sent, the version and backend that served it (the last one tried), and
+// when the answer (or the failure) came.
+func (p *Proxy) forward(ctx *fasthttp.RequestCtx, r *router.Route, v *router.Version, b *router.Backend, start time.Time, body *clientBody) (int, *router.Version, *router.Backend, time.Time) {
 	p.inflight.Add(1)
 	retried := false
 	defer func() {
@@ -265,19 +272,19 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, r *router.Route, v *router.Ver
 			rej := bodyRejection(body.err, err)
 			ctx.Error(rej.text, rej.status)
 			ctx.SetConnectionClose()
-			return rej.status, v, b
+			return rej.status, v, b, end
 		}
 		if err == nil {
 			code := ctx.Response.StatusCode()
 			if s, ok := ctx.Response.BodyStream().(upstream.Stream); ok {
 				// Recorded when the body has streamed to its end: limits.go.
 				s.Observe(p.watch(ctx, r, v, b, code, end.Sub(tryStart)))
-				return code, v, b
+				return code, v, b, end
 			}
 			failed := code >= 500
 			v.Window.Record(end, end.Sub(tryStart), failed)
 			p.outlier(r, v, b, failed, end)
-			return code, v, b
+			return code, v, b, end
 		}
 		status, reason := Classify(err)
 		v.Metrics.Failures[reason].Inc()
@@ -312,7 +319,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, r *router.Route, v *router.Ver
 		if p.log.Enabled(context.Background(), slog.LevelDebug) {
 			p.log.Debug("upstream failed", "route", r.Name, "version", v.Name, "backend", b.Addr, "err", err)
 		}
-		return status, v, b
+		return status, v, b, end
 	}
 }
 

@@ -117,11 +117,24 @@ func replayable(req *fasthttp.Request) bool {
 func exchange[C conn](t *Transport, hc *fasthttp.HostClient, cc C, req *fasthttp.Request, resp *fasthttp.Response,
 	skip bool, closeConn, releaseConn func(*fasthttp.HostClient, C),
 ) error {
-	x := acquireIO(cc.Conn(), t.ResponseHeader)
+	// A request whose body streams pushes the write deadline forward
+	// before each write, and starts the wait for the head once it is sent.
+	// Any other request is written from memory at once: one deadline
+	// covers its write and the wait for the head (one clock read and one
+	// timer change per exchange instead of two of each).
+	streamed := req.IsBodyStream()
+	x := acquireIO(cc.Conn(), t.ResponseHeader, streamed)
 	fail := func(err error) error {
 		releaseIO(x)
 		closeConn(hc, cc)
 		return err
+	}
+	if !streamed {
+		if t.ResponseHeader > 0 {
+			_ = x.c.SetDeadline(time.Now().Add(t.ResponseHeader))
+		} else {
+			_ = x.c.SetDeadline(time.Time{})
+		}
 	}
 
 	resp.ParseNetConn(x.c)
@@ -139,10 +152,12 @@ func exchange[C conn](t *Transport, hc *fasthttp.HostClient, cc C, req *fasthttp
 		return fail(err)
 	}
 
-	if t.ResponseHeader > 0 {
-		_ = x.c.SetReadDeadline(time.Now().Add(t.ResponseHeader))
-	} else {
-		_ = x.c.SetReadDeadline(time.Time{})
+	if streamed {
+		if t.ResponseHeader > 0 {
+			_ = x.c.SetReadDeadline(time.Now().Add(t.ResponseHeader))
+		} else {
+			_ = x.c.SetReadDeadline(time.Time{})
+		}
 	}
 	for interim := 0; ; interim++ {
 		head, err := peekHead(x.br)
@@ -275,12 +290,14 @@ func isConnGone(err error) bool {
 		errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed)
 }
 
-// connIO is the buffered reader and writer of one exchange. Writes, and
-// reads once the body streams, push the connection's deadline forward by
-// progress before each system call. Not safe for concurrent use.
+// connIO is the buffered reader and writer of one exchange. Writes of a
+// streamed request body, and reads once the response body streams, push
+// the connection's deadline forward by progress before each system call.
+// Not safe for concurrent use.
 type connIO struct {
 	c         net.Conn
 	progress  time.Duration
+	writes    bool // request writes: a deadline per write
 	streaming bool // body reads: a deadline per read
 	gotByte   bool // a byte of the response arrived
 	br        *bufio.Reader
@@ -299,7 +316,7 @@ func (x *connIO) Read(p []byte) (int, error) {
 }
 
 func (x *connIO) Write(p []byte) (int, error) {
-	if x.progress > 0 {
+	if x.writes && x.progress > 0 {
 		_ = x.c.SetWriteDeadline(time.Now().Add(x.progress))
 	}
 	return x.c.Write(p)
@@ -307,14 +324,14 @@ func (x *connIO) Write(p []byte) (int, error) {
 
 var ioPool sync.Pool
 
-func acquireIO(c net.Conn, progress time.Duration) *connIO {
+func acquireIO(c net.Conn, progress time.Duration, writes bool) *connIO {
 	x, _ := ioPool.Get().(*connIO)
 	if x == nil {
 		x = &connIO{}
 		x.br = bufio.NewReaderSize(x, ioBufferSize)
 		x.bw = bufio.NewWriterSize(x, ioBufferSize)
 	}
-	x.c, x.progress = c, progress
+	x.c, x.progress, x.writes = c, progress, writes
 	x.br.Reset(x)
 	x.bw.Reset(x)
 	return x
