@@ -199,3 +199,19 @@ func TestParsePerfCount(t *testing.T) {
 		t.Error("output without the event was read as a count")
 	}
 }
+
+func TestBaseRevFlag(t *testing.T) {
+	o, err := parseFlags([]string{"-base-rev", "HEAD~1", "-proxies", "veer,nginx"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(o.proxies, ","); got != "veer,veer-base,nginx" {
+		t.Errorf("proxies %s, want veer,veer-base,nginx (the base takes its turn after veer)", got)
+	}
+	if got := commandLine(o); !strings.Contains(got, "-base-rev HEAD~1") || !strings.Contains(got, "-proxies veer,nginx") {
+		t.Errorf("command line %q does not reproduce the run", got)
+	}
+	if _, err := parseFlags([]string{"-base-rev", "HEAD~1", "-proxies", "nginx"}); err == nil {
+		t.Error("-base-rev without veer among the proxies was accepted")
+	}
+}

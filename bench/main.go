@@ -45,6 +45,7 @@ type options struct {
 	loadCPU   string
 	veerSrc   string
 	veerRev   string
+	baseRev   string
 	maxOther  float64
 	redo      int
 }
@@ -87,6 +88,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.redo, "redo", 2, "at most this many redos per run for -max-other-cpu; the least disturbed attempt is kept")
 	fs.StringVar(&o.veerSrc, "veer-src", "", "build veer from this checkout `DIR` instead of this one (before/after comparisons)")
 	fs.StringVar(&o.veerRev, "veer-rev", "", "build veer from this git `REVISION` of this repository (git archive), not the working tree")
+	fs.StringVar(&o.baseRev, "base-rev", "", "also run veer built from this git `REVISION`, as the proxy veer-base taking its turn after veer: a before/after in one run")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: go run ./bench [flags]\n\nRuns veer, nginx and HAProxy side by side; see bench/README.md.\n\n")
 		fs.PrintDefaults()
@@ -139,6 +141,12 @@ func parseFlags(args []string) (*options, error) {
 			return nil, fmt.Errorf("unknown proxy %q; have %s", p, strings.Join(proxyNames, ","))
 		}
 		o.proxies = append(o.proxies, p)
+		if p == "veer" && o.baseRev != "" {
+			o.proxies = append(o.proxies, baseName)
+		}
+	}
+	if o.baseRev != "" && !slices.Contains(o.proxies, baseName) {
+		return nil, errors.New("-base-rev compares with veer: -proxies must include veer")
 	}
 	return o, nil
 }
@@ -155,6 +163,7 @@ type env struct {
 	haproxy  string
 	wrk      string
 	perf     string // with -syscalls
+	veerBase string // with -base-rev
 	up       *upstream
 	machine  machine
 	clkTck   float64
@@ -265,8 +274,11 @@ func commandLine(o *options) string {
 	if o.veerRev != "" {
 		s += " -veer-rev " + o.veerRev
 	}
-	if len(o.proxies) != len(proxyNames) {
-		s += " -proxies " + strings.Join(o.proxies, ",")
+	if o.baseRev != "" {
+		s += " -base-rev " + o.baseRev
+	}
+	if peers := slices.DeleteFunc(slices.Clone(o.proxies), func(p string) bool { return p == baseName }); len(peers) != len(proxyNames) {
+		s += " -proxies " + strings.Join(peers, ",")
 	}
 	return s
 }
@@ -368,22 +380,47 @@ func lookPath(bin string) (string, error) {
 	return "", fmt.Errorf("%s not found in PATH or sbin", bin)
 }
 
-// build compiles veer, the upstream and (with -profile) veerprof.
+// archive extracts revision rev of the repository into a new directory
+// under e.tmp and returns it.
+func (e *env) archive(ctx context.Context, rev, name string) (string, error) {
+	src := filepath.Join(e.tmp, name)
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		return "", err
+	}
+	e.log("git archive %s into %s", rev, src)
+	cmd := exec.CommandContext(ctx, "sh", "-c", `git -C "$1" archive --format=tar "$2" | tar -x -C "$3"`, "sh", e.root, rev, src)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("git archive %s: %v\n%s", rev, err, out)
+	}
+	if _, err := os.Stat(filepath.Join(src, "cmd", "veer")); err != nil {
+		return "", fmt.Errorf("revision %s has no cmd/veer", rev)
+	}
+	return src, nil
+}
+
+// build compiles veer, the upstream, veer-base (with -base-rev) and
+// veerprof (with -profile).
 func (e *env) build(ctx context.Context) error {
 	if rev := e.o.veerRev; rev != "" {
-		src := filepath.Join(e.tmp, "src")
-		if err := os.MkdirAll(src, 0o755); err != nil {
+		src, err := e.archive(ctx, rev, "src")
+		if err != nil {
 			return err
 		}
-		e.log("git archive %s into %s", rev, src)
-		cmd := exec.CommandContext(ctx, "sh", "-c", `git -C "$1" archive --format=tar "$2" | tar -x -C "$3"`, "sh", e.root, rev, src)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("git archive %s: %v\n%s", rev, err, out)
-		}
-		if _, err := os.Stat(filepath.Join(src, "cmd", "veer")); err != nil {
-			return fmt.Errorf("revision %s has no cmd/veer", rev)
-		}
 		e.o.veerSrc = src
+	}
+	if rev := e.o.baseRev; rev != "" {
+		src, err := e.archive(ctx, rev, "base-src")
+		if err != nil {
+			return err
+		}
+		out := filepath.Join(e.tmp, "veer-base")
+		e.log("go build -o %s ./cmd/veer (%s)", out, rev)
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/veer")
+		cmd.Dir = src
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go build veer at %s: %v\n%s", rev, err, msg)
+		}
+		e.veerBase = out
 	}
 	bins := []struct {
 		dst *string

@@ -15,6 +15,10 @@ import (
 // proxyNames is the order the proxies take their turns in.
 var proxyNames = []string{"veer", "nginx", "haproxy"}
 
+// baseName is veer built from -base-rev, which takes its turn right after
+// veer with the same config.
+const baseName = "veer-base"
+
 // Every proxy gets the same split (blue 90, canary 10), the same upstream
 // keep-alive, the same forwarding headers (X-Forwarded-For/-Proto/-Host,
 // X-Request-Id), active health checks where the proxy has them (veer,
@@ -55,7 +59,7 @@ func startProxy(ctx context.Context, e *env, name string, sc *scenario, dir, pro
 	in := &instance{name: name, port: port, log: filepath.Join(dir, name+".log"), stopSig: syscall.SIGTERM}
 	var args, environ []string
 	switch name {
-	case "veer":
+	case "veer", baseName:
 		admin, err := freePort()
 		if err != nil {
 			return nil, err
@@ -65,7 +69,9 @@ func startProxy(ctx context.Context, e *env, name string, sc *scenario, dir, pro
 			return nil, err
 		}
 		args = []string{e.veer, "serve", "-config", file}
-		if profile != "" {
+		if name == baseName {
+			args[0] = e.veerBase
+		} else if profile != "" {
 			args = []string{e.veerprof, "-config", file, "-profile", profile}
 		}
 		environ = []string{"GOMAXPROCS=1"}

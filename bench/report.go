@@ -159,6 +159,9 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "| machine | %d CPUs, %s, %s |\n", m.CPUs, m.CPU, m.Kernel)
 	fmt.Fprintf(&b, "| load average (1, 5, 15 min) | %s before the first run (the harness's own processes raise it during the runs) |\n", r.LoadStart)
 	fmt.Fprintf(&b, "| veer | %s (%s) |\n", m.Veer, m.Go)
+	if m.Base != "" {
+		fmt.Fprintf(&b, "| veer-base | %s, the same config, for before/after |\n", m.Base)
+	}
 	fmt.Fprintf(&b, "| nginx | %s |\n| HAProxy | %s |\n| load generator | wrk %s |\n\n", m.Nginx, m.HAProxy, strings.TrimPrefix(m.Wrk, "wrk "))
 	fmt.Fprintf(&b, "Each proxy runs alone on CPU %s with one worker (veer `GOMAXPROCS=1`, nginx `worker_processes 1`, HAProxy `nbthread 1`); "+
 		"wrk (one thread) and the upstream share CPU %s. The proxies take turns, round after round. "+
@@ -273,7 +276,7 @@ func (r *report) markdown() string {
 	return b.String()
 }
 
-var barColors = map[string]string{"veer": "#1b9e77", "nginx": "#d95f02", "haproxy": "#7570b3", "upstream": "#999999"}
+var barColors = map[string]string{"veer": "#1b9e77", baseName: "#66c2a5", "nginx": "#d95f02", "haproxy": "#7570b3", "upstream": "#999999"}
 
 // svg draws one group of horizontal bars per scenario, each bar scaled to
 // the largest in its group: requests/s, or bytes per idle connection.

@@ -23,6 +23,7 @@ type machine struct {
 	Kernel  string
 	Go      string
 	Veer    string // git revision, with "-dirty" when the tree had changes
+	Base    string // -base-rev's revision ("" without it)
 	Nginx   string
 	HAProxy string
 	Wrk     string
@@ -53,6 +54,9 @@ func describeMachine(ctx context.Context, e *env) machine {
 		if run(e.root, "git", "status", "--porcelain", "--", "*.go", "go.mod", "go.sum") != "" {
 			m.Veer += " plus uncommitted changes"
 		}
+	}
+	if e.o.baseRev != "" {
+		m.Base = run(e.root, "git", "rev-parse", "--short=12", e.o.baseRev+"^{commit}")
 	}
 	m.Nginx = strings.TrimPrefix(firstLine(run("", e.nginx, "-v")), "nginx version: nginx/")
 	m.HAProxy = firstLine(run("", e.haproxy, "-v"))
