@@ -124,7 +124,7 @@ func New(o Options) (*App, error) {
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	if a.proxyLn = o.ProxyListener; a.proxyLn == nil {
-		if a.proxyLn, err = net.Listen("tcp", cfg.Listen); err != nil {
+		if a.proxyLn, err = proxy.Listen(cfg.Listen); err != nil {
 			return nil, fmt.Errorf("proxy listener: %w", err)
 		}
 	}

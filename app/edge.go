@@ -14,6 +14,7 @@ import (
 
 	"github.com/veer-proxy/veer/accesslog"
 	"github.com/veer-proxy/veer/config"
+	"github.com/veer-proxy/veer/proxy"
 	"github.com/veer-proxy/veer/tlsterm"
 )
 
@@ -65,7 +66,7 @@ func (a *App) openEdge(cfg *config.Config) (err error) {
 		if cfg.TLS.RedirectPort == 0 {
 			_, port, _ = net.SplitHostPort(a.proxyLn.Addr().String())
 		}
-		if e.redirectLn, err = net.Listen("tcp", cfg.TLS.RedirectHTTP); err != nil {
+		if e.redirectLn, err = proxy.Listen(cfg.TLS.RedirectHTTP); err != nil {
 			return fmt.Errorf("tls.redirect_http listener: %w", err)
 		}
 		e.redirect = &fasthttp.Server{

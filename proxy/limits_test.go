@@ -11,6 +11,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -423,5 +424,37 @@ func TestHTTP10WithoutHostAndOptionsAsterisk(t *testing.T) {
 	resp = roundTrip(t, v.addr, "OPTIONS * HTTP/1.1\nHost: shop.example.com\n\n")
 	if resp.StatusCode() != 200 || be.hits.Load() != hits {
 		t.Errorf("OPTIONS *: %d, backend hits +%d; want 200 from veer itself", resp.StatusCode(), be.hits.Load()-hits)
+	}
+}
+
+// The proxy's listener turns off TCP keep-alive probes on accepted
+// connections (Go turns them on by default, at four system calls each).
+func TestListenWithoutKeepAliveProbes(t *testing.T) {
+	ln, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String()) // completes in the backlog, before Accept
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	raw, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var on int
+	var serr error
+	if err := raw.Control(func(fd uintptr) { on, serr = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_KEEPALIVE) }); err != nil || serr != nil {
+		t.Fatal(err, serr)
+	}
+	if on != 0 {
+		t.Errorf("SO_KEEPALIVE is %d on an accepted connection, want 0", on)
 	}
 }
