@@ -484,7 +484,7 @@ func (p *Proxy) prepareRequest(ctx *fasthttp.RequestCtx, t *router.Table, has in
 	}
 }
 
-// What scanRequest and scanResponse found among the header names.
+// What checkRequest and scanResponse found among the header names.
 const (
 	hasHop     = 1 << iota // Connection or a hop-by-hop header
 	hasXFF                 // X-Forwarded-For
@@ -498,47 +498,27 @@ const (
 	hasAll = hasHop | hasXFF | hasXFP | hasXFH | hasReqID | hasVersion
 )
 
+// namedBits are the header names headerBit knows: Connection and the
+// hop-by-hop list, and the headers veer sets itself.
+var namedBits = func() []namedBit {
+	out := []namedBit{{hdrConn, hasHop}, {hdrXFF, hasXFF}, {hdrXFP, hasXFP}, {hdrXFH, hasXFH},
+		{hdrReqID, hasReqID}, {hdrVersion, hasVersion}}
+	for _, k := range hopByHop {
+		out = append(out, namedBit{k, hasHop})
+	}
+	return out
+}()
+
+type namedBit struct {
+	name []byte
+	bit  int
+}
+
 // headerBit is what a header name is to veer (any case).
 func headerBit(k []byte) int {
-	switch len(k) {
-	case 2:
-		if bytes.EqualFold(k, hdrTE) {
-			return hasHop
-		}
-	case 7:
-		if bytes.EqualFold(k, hdrTrailer) || bytes.EqualFold(k, hdrUpgrade) {
-			return hasHop
-		}
-	case 10:
-		if bytes.EqualFold(k, hdrConn) || bytes.EqualFold(k, hdrKeepAlive) {
-			return hasHop
-		}
-	case 12:
-		if bytes.EqualFold(k, hdrReqID) {
-			return hasReqID
-		}
-	case 14:
-		if bytes.EqualFold(k, hdrVersion) {
-			return hasVersion
-		}
-	case 15:
-		if bytes.EqualFold(k, hdrXFF) {
-			return hasXFF
-		}
-	case 16:
-		if bytes.EqualFold(k, hdrXFH) {
-			return hasXFH
-		}
-		if bytes.EqualFold(k, hdrProxyConn) {
-			return hasHop
-		}
-	case 17:
-		if bytes.EqualFold(k, hdrXFP) {
-			return hasXFP
-		}
-	case 18, 19:
-		if bytes.EqualFold(k, hdrProxyAuthn) || bytes.EqualFold(k, hdrProxyAuthz) {
-			return hasHop
+	for _, n := range namedBits {
+		if len(n.name) == len(k) && bytes.EqualFold(n.name, k) {
+			return n.bit
 		}
 	}
 	return 0

@@ -15,7 +15,8 @@ package proxy
 // The 101 counts in the version's requests (code 1xx) and window as a
 // success; a failure to connect counts as the failure it is, and refused
 // connections are retried on another backend of the version and then,
-// for a version other than stable, on stable, as for ordinary requests. fasthttp's Server.Shutdown does not know hijacked
+// for a version other than stable, on stable, as for ordinary requests.
+// fasthttp's Server.Shutdown does not know hijacked
 // connections, so the Proxy tracks its tunnels and CloseUpgraded closes
 // them at the end of a drain.
 

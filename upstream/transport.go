@@ -130,11 +130,7 @@ func exchange[C conn](t *Transport, hc *fasthttp.HostClient, cc C, req *fasthttp
 		return err
 	}
 	if !streamed {
-		if t.ResponseHeader > 0 {
-			_ = x.c.SetDeadline(time.Now().Add(t.ResponseHeader))
-		} else {
-			_ = x.c.SetDeadline(time.Time{})
-		}
+		_ = x.c.SetDeadline(deadline(t.ResponseHeader))
 	}
 
 	resp.ParseNetConn(x.c)
@@ -153,11 +149,7 @@ func exchange[C conn](t *Transport, hc *fasthttp.HostClient, cc C, req *fasthttp
 	}
 
 	if streamed {
-		if t.ResponseHeader > 0 {
-			_ = x.c.SetReadDeadline(time.Now().Add(t.ResponseHeader))
-		} else {
-			_ = x.c.SetReadDeadline(time.Time{})
-		}
+		_ = x.c.SetReadDeadline(deadline(t.ResponseHeader))
 	}
 	for interim := 0; ; interim++ {
 		head, err := peekHead(x.br)
@@ -231,6 +223,14 @@ func exchange[C conn](t *Transport, hc *fasthttp.HostClient, cc C, req *fasthttp
 		releaseConn(hc, cc)
 	}
 	return nil
+}
+
+// deadline is d from now, or none when d is 0 (no limit).
+func deadline(d time.Duration) time.Time {
+	if d <= 0 {
+		return time.Time{}
+	}
+	return time.Now().Add(d)
 }
 
 // peekHead returns the response head at the start of br, up to and
