@@ -228,7 +228,7 @@ func newClient(addr string, rc *config.Route, vc *config.Version) (*fasthttp.Hos
 		// response, cutting long downloads), streamed bodies, strict framing.
 		Transport: &upstream.Transport{ResponseHeader: rc.Timeouts.ResponseHeader.D()},
 		Dial: func(a string) (net.Conn, error) {
-			return (&net.Dialer{Timeout: connect}).Dial("tcp", a)
+			return upstream.Dial(a, connect)
 		},
 	}
 	if t := vc.TLS; t.Enabled || t.CAFile != "" || t.ServerName != "" || t.InsecureSkipVerify {

@@ -136,7 +136,12 @@ func exchange[C conn](t *Transport, hc *fasthttp.HostClient, cc C, req *fasthttp
 	resp.ParseNetConn(x.c)
 	err := req.Write(x.bw)
 	if err == nil {
+		// The last piece of a request written from memory waits for the
+		// first read, which sends it and waits for the answer in one go
+		// (Conn.SendThenRead).
+		x.hold = !streamed
 		err = x.bw.Flush()
+		x.hold = false
 	}
 	if err != nil {
 		if isTimeout(err) {
@@ -300,6 +305,8 @@ type connIO struct {
 	writes    bool // request writes: a deadline per write
 	streaming bool // body reads: a deadline per read
 	gotByte   bool // a byte of the response arrived
+	hold      bool // keep the next write for the first read (Conn.SendThenRead)
+	held      []byte
 	br        *bufio.Reader
 	bw        *bufio.Writer
 }
@@ -308,7 +315,16 @@ func (x *connIO) Read(p []byte) (int, error) {
 	if x.streaming && x.progress > 0 {
 		_ = x.c.SetReadDeadline(time.Now().Add(x.progress))
 	}
-	n, err := x.c.Read(p)
+	var n int
+	var err error
+	if out := x.held; out != nil {
+		// bw's buffer: untouched until the exchange ends, as nothing is
+		// written after its last flush.
+		x.held = nil
+		n, err = x.c.(*Conn).SendThenRead(out, p)
+	} else {
+		n, err = x.c.Read(p)
+	}
 	if n > 0 {
 		x.gotByte = true
 	}
@@ -316,6 +332,12 @@ func (x *connIO) Read(p []byte) (int, error) {
 }
 
 func (x *connIO) Write(p []byte) (int, error) {
+	if x.hold && len(p) > 0 {
+		if _, ok := x.c.(*Conn); ok {
+			x.held = p
+			return len(p), nil
+		}
+	}
 	if x.writes && x.progress > 0 {
 		_ = x.c.SetWriteDeadline(time.Now().Add(x.progress))
 	}
@@ -338,8 +360,8 @@ func acquireIO(c net.Conn, progress time.Duration, writes bool) *connIO {
 }
 
 func releaseIO(x *connIO) {
-	x.c = nil
-	x.streaming, x.gotByte = false, false
+	x.c, x.held = nil, nil
+	x.streaming, x.gotByte, x.hold = false, false, false
 	x.br.Reset(x)
 	x.bw.Reset(x)
 	ioPool.Put(x)

@@ -77,6 +77,7 @@ func client(addr string, headerTimeout time.Duration) *fasthttp.HostClient {
 		Addr:                      addr,
 		MaxIdemponentCallAttempts: 1,
 		Transport:                 &Transport{ResponseHeader: headerTimeout},
+		Dial:                      func(a string) (net.Conn, error) { return Dial(a, time.Second) },
 	}
 }
 
