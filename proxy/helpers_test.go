@@ -181,7 +181,7 @@ func startVeer(t testing.TB, yaml string) *testVeer {
 		}
 		return time.Now()
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := Listen("127.0.0.1:0") // the proxy's own listener, as app uses it
 	if err != nil {
 		t.Fatal(err)
 	}

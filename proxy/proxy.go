@@ -27,6 +27,7 @@ import (
 	"github.com/veer-proxy/veer/config"
 	"github.com/veer-proxy/veer/metrics"
 	"github.com/veer-proxy/veer/router"
+	"github.com/veer-proxy/veer/sock"
 	"github.com/veer-proxy/veer/upstream"
 )
 
@@ -212,6 +213,13 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	p.countTook(v, status, end.Sub(start))
 	if p.AccessLog != nil {
 		p.logAccess(ctx, r, v, b)
+	}
+	if body == nil && !resp.IsBodyStream() && !resp.ConnectionClose() {
+		// A whole answer to a request read whole: it goes out with the wait
+		// for the next request (sock.ServerConn).
+		if sc, ok := ctx.Conn().(*sock.ServerConn); ok {
+			sc.Hold()
+		}
 	}
 }
 

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"log/slog"
 	"net"
 	"time"
@@ -9,6 +8,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/veer-proxy/veer/config"
+	"github.com/veer-proxy/veer/sock"
 )
 
 // NewServer returns the fasthttp server for p with cfg's limits and
@@ -64,13 +64,15 @@ func (f fasthttpLogger) Printf(format string, args ...any) {
 	f.log.Debug("fasthttp", "msg", sprintf(format, args...))
 }
 
-// Listen opens the proxy's TCP listener. Accepted connections get no TCP
-// keep-alive probes (nginx's so_keepalive is off by default too):
-// client_idle_timeout already closes idle connections, and Go's default
-// of turning probes on costs four setsockopt calls per accepted
-// connection, about a tenth of veer's CPU with a new connection per
-// request.
+// Listen opens the proxy's TCP listener (sock.Listen): no TCP keep-alive
+// probes on accepted connections, and a complete response goes out with
+// the wait for the next request (Handler marks it with Hold), patient for
+// holdPatience before it looks for a request that came early.
 func Listen(addr string) (net.Listener, error) {
-	lc := net.ListenConfig{KeepAlive: -1}
-	return lc.Listen(context.Background(), "tcp", addr)
+	return sock.Listen(addr, holdPatience)
 }
+
+// holdPatience bounds the extra wait of a pipelined request that arrives
+// while the one before it is being answered (sock.ServerConn): past it,
+// the connection is read as usual.
+const holdPatience = 50 * time.Millisecond

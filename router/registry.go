@@ -14,6 +14,7 @@ import (
 	"github.com/veer-proxy/veer/config"
 	"github.com/veer-proxy/veer/health"
 	"github.com/veer-proxy/veer/metrics"
+	"github.com/veer-proxy/veer/sock"
 	"github.com/veer-proxy/veer/upstream"
 )
 
@@ -228,7 +229,7 @@ func newClient(addr string, rc *config.Route, vc *config.Version) (*fasthttp.Hos
 		// response, cutting long downloads), streamed bodies, strict framing.
 		Transport: &upstream.Transport{ResponseHeader: rc.Timeouts.ResponseHeader.D()},
 		Dial: func(a string) (net.Conn, error) {
-			return upstream.Dial(a, connect)
+			return sock.Dial(a, connect)
 		},
 	}
 	if t := vc.TLS; t.Enabled || t.CAFile != "" || t.ServerName != "" || t.InsecureSkipVerify {

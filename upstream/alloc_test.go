@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/veer-proxy/veer/sock"
 )
 
 // TestExchangeOverTCPZeroAllocs: an exchange with a backend over a real
@@ -28,7 +30,7 @@ func TestExchangeOverTCPZeroAllocs(t *testing.T) {
 		Addr:                      ln.Addr().String(),
 		MaxIdemponentCallAttempts: 1,
 		Transport:                 &Transport{ResponseHeader: time.Second},
-		Dial:                      func(a string) (net.Conn, error) { return Dial(a, time.Second) },
+		Dial:                      func(a string) (net.Conn, error) { return sock.Dial(a, time.Second) },
 	}
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)

@@ -34,6 +34,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/veer-proxy/veer/sock"
 )
 
 // Sentinel errors. Both wrap the error underneath.
@@ -138,7 +140,7 @@ func exchange[C conn](t *Transport, hc *fasthttp.HostClient, cc C, req *fasthttp
 	if err == nil {
 		// The last piece of a request written from memory waits for the
 		// first read, which sends it and waits for the answer in one go
-		// (Conn.SendThenRead).
+		// (sock.Conn.SendThenRead).
 		x.hold = !streamed
 		err = x.bw.Flush()
 		x.hold = false
@@ -305,7 +307,7 @@ type connIO struct {
 	writes    bool // request writes: a deadline per write
 	streaming bool // body reads: a deadline per read
 	gotByte   bool // a byte of the response arrived
-	hold      bool // keep the next write for the first read (Conn.SendThenRead)
+	hold      bool // keep the next write for the first read (sock.Conn.SendThenRead)
 	held      []byte
 	br        *bufio.Reader
 	bw        *bufio.Writer
@@ -321,7 +323,7 @@ func (x *connIO) Read(p []byte) (int, error) {
 		// bw's buffer: untouched until the exchange ends, as nothing is
 		// written after its last flush.
 		x.held = nil
-		n, err = x.c.(*Conn).SendThenRead(out, p)
+		n, err = x.c.(*sock.Conn).SendThenRead(out, p)
 	} else {
 		n, err = x.c.Read(p)
 	}
@@ -333,7 +335,7 @@ func (x *connIO) Read(p []byte) (int, error) {
 
 func (x *connIO) Write(p []byte) (int, error) {
 	if x.hold && len(p) > 0 {
-		if _, ok := x.c.(*Conn); ok {
+		if _, ok := x.c.(*sock.Conn); ok {
 			x.held = p
 			return len(p), nil
 		}

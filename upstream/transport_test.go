@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/veer-proxy/veer/sock"
 )
 
 // scripted is a TCP backend on 127.0.0.1:0 that reads each request and
@@ -77,7 +79,7 @@ func client(addr string, headerTimeout time.Duration) *fasthttp.HostClient {
 		Addr:                      addr,
 		MaxIdemponentCallAttempts: 1,
 		Transport:                 &Transport{ResponseHeader: headerTimeout},
-		Dial:                      func(a string) (net.Conn, error) { return Dial(a, time.Second) },
+		Dial:                      func(a string) (net.Conn, error) { return sock.Dial(a, time.Second) },
 	}
 }
 

@@ -1,4 +1,4 @@
-package upstream
+package sock
 
 import (
 	"bytes"
@@ -203,3 +203,9 @@ func TestSendThenReadErrors(t *testing.T) {
 		t.Errorf("error %v is neither ECONNRESET nor EOF", err)
 	}
 }
+
+func isConnGone(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+func isTimeout(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }

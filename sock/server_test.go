@@ -1,0 +1,254 @@
+package sock
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// accepted returns a *ServerConn from Listen and the client's end.
+func accepted(t *testing.T, patience time.Duration) (*ServerConn, net.Conn) {
+	t.Helper()
+	ln, err := Listen("127.0.0.1:0", patience)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, ok := nc.(*ServerConn)
+	if !ok {
+		t.Fatalf("Accept returned %T, want *ServerConn", nc)
+	}
+	t.Cleanup(func() { sc.Close(); client.Close() })
+	return sc, client
+}
+
+func readN(t *testing.T, c net.Conn, n int) string {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	b := make([]byte, n)
+	if _, err := io.ReadFull(c, b); err != nil {
+		t.Fatalf("client read: %v", err)
+	}
+	return string(b)
+}
+
+func TestServerConnHold(t *testing.T) {
+	t.Run("held until the next read, which sends it", func(t *testing.T) {
+		sc, client := accepted(t, time.Minute)
+		sc.Hold()
+		if n, err := sc.Write([]byte("response 1")); n != 10 || err != nil {
+			t.Fatalf("held Write = %d, %v", n, err)
+		}
+		// Nothing is on the wire yet.
+		_ = client.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		if n, err := client.Read(make([]byte, 1)); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("client read %d bytes (%v) before the server's next Read; want none", n, err)
+		}
+		got := make(chan string, 1)
+		go func() {
+			p := make([]byte, 64)
+			n, err := sc.Read(p)
+			got <- fmt.Sprintf("%s %v", p[:n], err)
+		}()
+		if s := readN(t, client, 10); s != "response 1" {
+			t.Fatalf("client got %q", s)
+		}
+		if _, err := client.Write([]byte("request 2")); err != nil {
+			t.Fatal(err)
+		}
+		if s := <-got; s != "request 2 <nil>" {
+			t.Errorf("server Read = %q, want the next request", s)
+		}
+	})
+
+	t.Run("a response larger than the hold goes out at once, whole", func(t *testing.T) {
+		sc, client := accepted(t, time.Minute)
+		first := bytes.Repeat([]byte("a"), 4096)
+		rest := bytes.Repeat([]byte("b"), holdMax)
+		sc.Hold()
+		if n, err := sc.Write(first); n != len(first) || err != nil {
+			t.Fatalf("Write = %d, %v", n, err)
+		}
+		if n, err := sc.Write(rest); n != len(rest) || err != nil {
+			t.Fatalf("Write over the hold = %d, %v", n, err)
+		}
+		if s := readN(t, client, len(first)+len(rest)); s != string(first)+string(rest) {
+			t.Fatal("client got other bytes than were written")
+		}
+		// Nothing is held any more: the next write goes out at once.
+		if _, err := sc.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if s := readN(t, client, 1); s != "x" {
+			t.Fatalf("client got %q", s)
+		}
+	})
+
+	t.Run("close sends what is held", func(t *testing.T) {
+		sc, client := accepted(t, time.Minute)
+		sc.Hold()
+		_, _ = sc.Write([]byte("last words"))
+		done := make(chan struct{})
+		go func() { defer close(done); sc.Close() }() // another goroutine, as fasthttp's Shutdown
+		_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
+		b, err := io.ReadAll(client)
+		<-done
+		if string(b) != "last words" || err != nil {
+			t.Fatalf("client read %q, %v; want the held response, then EOF", b, err)
+		}
+	})
+
+	t.Run("a request that came early is read after the patient wait", func(t *testing.T) {
+		// A pipelining client: its next request is on the wire before the
+		// response goes out, so no new bytes end SendThenRead's wait.
+		sc, client := accepted(t, 20*time.Millisecond)
+		if _, err := client.Write([]byte("early")); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond) // it has arrived
+		sc.Hold()
+		_, _ = sc.Write([]byte("response"))
+		_ = sc.SetReadDeadline(time.Now().Add(time.Minute)) // the idle timeout, as fasthttp sets it
+		p := make([]byte, 64)
+		n, err := sc.Read(p)
+		if err != nil || string(p[:n]) != "early" {
+			t.Fatalf("server Read = %q, %v; want the early request", p[:n], err)
+		}
+		if s := readN(t, client, 8); s != "response" {
+			t.Fatalf("client got %q", s)
+		}
+	})
+
+	t.Run("the server's deadline still ends the wait", func(t *testing.T) {
+		sc, client := accepted(t, 10*time.Millisecond)
+		sc.Hold()
+		_, _ = sc.Write([]byte("response"))
+		_ = sc.SetReadDeadline(time.Now().Add(60 * time.Millisecond))
+		_, err := sc.Read(make([]byte, 8))
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("server Read with an idle client = %v; want the deadline", err)
+		}
+		if s := readN(t, client, 8); s != "response" {
+			t.Fatalf("client got %q", s)
+		}
+	})
+
+	t.Run("a request after the patient wait", func(t *testing.T) {
+		sc, client := accepted(t, 10*time.Millisecond)
+		sc.Hold()
+		_, _ = sc.Write([]byte("response"))
+		_ = sc.SetReadDeadline(time.Now().Add(time.Minute))
+		got := make(chan string, 1)
+		go func() {
+			p := make([]byte, 64)
+			n, err := sc.Read(p)
+			got <- fmt.Sprintf("%s %v", p[:n], err)
+		}()
+		readN(t, client, 8)
+		time.Sleep(50 * time.Millisecond) // past the patience
+		_, _ = client.Write([]byte("late"))
+		if s := <-got; s != "late <nil>" {
+			t.Errorf("server Read = %q, want the late request", s)
+		}
+	})
+
+	t.Run("client gone", func(t *testing.T) {
+		sc, client := accepted(t, time.Minute)
+		sc.Hold()
+		_, _ = sc.Write([]byte("response"))
+		go func() { readN(t, client, 8); client.Close() }()
+		_ = sc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, err := sc.Read(make([]byte, 8))
+		if !errors.Is(err, io.EOF) {
+			t.Fatalf("server Read after the client closed = %v, want EOF", err)
+		}
+	})
+}
+
+// TestServerConnUnderFasthttp: fasthttp's server on Listen's connections,
+// with every response held, as proxy.Handler holds them: keep-alive
+// requests in turn, pipelined ones, a streamed body, and Shutdown.
+func TestServerConnUnderFasthttp(t *testing.T) {
+	ln, err := Listen("127.0.0.1:0", 20*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &fasthttp.Server{
+		Handler: func(ctx *fasthttp.RequestCtx) {
+			if string(ctx.Path()) == "/slow" {
+				time.Sleep(30 * time.Millisecond) // the pipelined request arrives meanwhile
+			}
+			ctx.SetBodyString("answer to " + string(ctx.Path()))
+			if sc, ok := ctx.Conn().(*ServerConn); ok {
+				sc.Hold()
+			}
+		},
+		IdleTimeout: time.Minute, ReadTimeout: time.Minute, WriteTimeout: time.Minute,
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = srv.Serve(ln) })
+	defer wg.Wait()
+	defer srv.Shutdown() //nolint:errcheck
+
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	br := bufio.NewReader(c)
+	read := func(want string) {
+		t.Helper()
+		var resp fasthttp.Response
+		if err := resp.Read(br); err != nil {
+			t.Fatalf("reading the answer %q: %v", want, err)
+		}
+		if string(resp.Body()) != want {
+			t.Fatalf("got %q, want %q", resp.Body(), want)
+		}
+	}
+	req := func(path string) string { return "GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n" }
+
+	for i := range 20 { // keep-alive, one after another
+		path := fmt.Sprintf("/%d", i)
+		if _, err := io.WriteString(c, req(path)); err != nil {
+			t.Fatal(err)
+		}
+		read("answer to " + path)
+	}
+	// Pipelined together: both arrive in one read.
+	_, _ = io.WriteString(c, req("/a")+req("/b"))
+	read("answer to /a")
+	read("answer to /b")
+	// Pipelined while the first is being answered: the second is on the
+	// wire before the first's response goes out.
+	_, _ = io.WriteString(c, req("/slow"))
+	time.Sleep(10 * time.Millisecond)
+	_, _ = io.WriteString(c, req("/c"))
+	read("answer to /slow")
+	read("answer to /c")
+	// Connection: close: the held answer goes out before the close.
+	_, _ = io.WriteString(c, strings.Replace(req("/bye"), "Host: x", "Host: x\r\nConnection: close", 1))
+	read("answer to /bye")
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("after Connection: close: %v, want EOF", err)
+	}
+}
