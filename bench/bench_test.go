@@ -215,3 +215,36 @@ func TestBaseRevFlag(t *testing.T) {
 		t.Error("-base-rev without veer among the proxies was accepted")
 	}
 }
+
+func TestPairedRatio(t *testing.T) {
+	rps := func(x *runResult) float64 { return x.RPS }
+	run := func(round int, v float64) runResult { return runResult{Round: round, RPS: v} }
+	tests := []struct {
+		name     string
+		a, b     []runResult
+		want     string
+		wantMore int
+	}{
+		{"drift cancels", // the machine doubles its speed in round 2
+			[]runResult{run(1, 110), run(2, 220), run(3, 105)},
+			[]runResult{run(1, 100), run(2, 200), run(3, 100)},
+			"1.10", 3},
+		{"even count takes the mean of the middle two",
+			[]runResult{run(1, 100), run(2, 120)},
+			[]runResult{run(1, 100), run(2, 100)},
+			"1.10", 1},
+		{"unpaired rounds are left out",
+			[]runResult{run(1, 90), run(2, 500)},
+			[]runResult{run(1, 100)},
+			"0.90", 0},
+		{"no pairs", []runResult{run(1, 1)}, []runResult{run(2, 1)}, "–", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, more := pairedRatio(tt.a, tt.b, rps)
+			if got != tt.want || more != tt.wantMore {
+				t.Errorf("pairedRatio = %s, %d; want %s, %d", got, more, tt.want, tt.wantMore)
+			}
+		})
+	}
+}

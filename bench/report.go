@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -95,6 +96,45 @@ func busy(load string) bool {
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+// pairedRatio is the median over rounds of metric(a)/metric(b) for the
+// runs of a and b in the same round, formatted, and the number of rounds
+// in which a's metric was the larger.
+func pairedRatio(a, b []runResult, metric func(*runResult) float64) (string, int) {
+	var qs []float64
+	more := 0
+	for i := range a {
+		for j := range b {
+			if a[i].Round != b[j].Round {
+				continue
+			}
+			x, y := metric(&a[i]), metric(&b[j])
+			if x > 0 && y > 0 {
+				qs = append(qs, x/y)
+				if x > y {
+					more++
+				}
+			}
+		}
+	}
+	if len(qs) == 0 {
+		return "–", 0
+	}
+	return fmt.Sprintf("%.2f", median(qs)), more
+}
+
+// pairs counts the rounds that a and b both ran.
+func pairs(a, b []runResult) int {
+	n := 0
+	for i := range a {
+		for j := range b {
+			if a[i].Round == b[j].Round {
+				n++
+			}
+		}
+	}
+	return n
+}
 
 // ratio is a/b formatted, or "–" when either is missing.
 func ratio(a, b float64) string {
@@ -268,6 +308,41 @@ func (r *report) markdown() string {
 		fmt.Fprintf(&b, "| %s |\n", strings.Join(cells, " | "))
 	}
 
+	b.WriteString("\n## veer ÷ peer, round by round\n\n" +
+		"The same ratios taken within each round (veer's run against the peer's run of the same round, minutes apart at most) and then the median over the rounds: " +
+		"this machine's speed drifts by tens of percent over minutes, which moves whole rounds and cancels out of these ratios, not out of the ones above.\n\n")
+	b.WriteString("| scenario | rounds | req/s ÷ nginx | req/s ÷ HAProxy | CPU ÷ nginx | CPU ÷ HAProxy | rounds veer had more req/s than nginx | than HAProxy |\n")
+	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, sr := range r.Scenarios {
+		veer := sr.get("veer")
+		if veer == nil || sr.Scenario.UpstreamOnly || sr.Scenario.Idle {
+			continue
+		}
+		cells := []string{sr.Scenario.Title, strconv.Itoa(len(veer.Runs))}
+		var wins []string
+		for _, metric := range []func(*runResult) float64{
+			func(x *runResult) float64 { return x.RPS },
+			func(x *runResult) float64 { return x.CPUPer100k },
+		} {
+			for _, peer := range []string{"nginx", "haproxy"} {
+				p := sr.get(peer)
+				if p == nil {
+					cells = append(cells, "–")
+					continue
+				}
+				q, n := pairedRatio(veer.Runs, p.Runs, metric)
+				cells = append(cells, q)
+				if len(wins) < 2 {
+					wins = append(wins, fmt.Sprintf("%d of %d", n, pairs(veer.Runs, p.Runs)))
+				}
+			}
+		}
+		for len(wins) < 2 {
+			wins = append(wins, "–")
+		}
+		fmt.Fprintf(&b, "| %s |\n", strings.Join(append(cells, wins...), " | "))
+	}
+
 	b.WriteString("\n## Scenarios\n\n")
 	for _, sr := range r.Scenarios {
 		fmt.Fprintf(&b, "- **%s** (`%s`): %s\n", sr.Scenario.Title, sr.Scenario.Name, sr.Scenario.What)
@@ -334,4 +409,15 @@ func (r *report) svg() string {
 	}
 	b.WriteString("</svg>\n")
 	return b.String()
+}
+
+// median is the middle of v (the mean of the two middle values for an
+// even count). It sorts v.
+func median(v []float64) float64 {
+	slices.Sort(v)
+	n := len(v)
+	if n%2 == 1 {
+		return v[n/2]
+	}
+	return (v[n/2-1] + v[n/2]) / 2
 }

@@ -82,7 +82,10 @@ func runScenario(ctx context.Context, e *env, sc *scenario) (*scenarioResult, er
 		}
 	}
 	for round := 1; round <= e.o.rounds; round++ {
-		for _, n := range names {
+		// Each round starts with the next proxy, so that none always runs
+		// first (after the last scenario's load) or last.
+		order := append(slices.Clone(names[(round-1)%len(names):]), names[:(round-1)%len(names)]...)
+		for _, n := range order {
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
