@@ -71,8 +71,8 @@ func parseFlags(args []string) (*options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	o := &options{}
 	var scen, prox string
-	fs.IntVar(&o.rounds, "rounds", 3, "rounds per scenario; each round runs every proxy once, in turn")
-	fs.DurationVar(&o.duration, "duration", 10*time.Second, "measured length of each run")
+	fs.IntVar(&o.rounds, "rounds", 5, "rounds per scenario; each round runs every proxy once, in turn")
+	fs.DurationVar(&o.duration, "duration", 6*time.Second, "measured length of each run")
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured load before each run")
 	fs.StringVar(&scen, "scenarios", "", "comma-separated scenarios to run (default all): "+strings.Join(scenarioNames(), ","))
 	fs.StringVar(&prox, "proxies", "veer,nginx,haproxy", "comma-separated proxies to run")
