@@ -320,7 +320,7 @@ func (r *report) markdown() string {
 		}
 		cells := []string{sr.Scenario.Title, strconv.Itoa(len(veer.Runs))}
 		var wins []string
-		for _, metric := range []func(*runResult) float64{
+		for i, metric := range []func(*runResult) float64{
 			func(x *runResult) float64 { return x.RPS },
 			func(x *runResult) float64 { return x.CPUPer100k },
 		} {
@@ -328,17 +328,17 @@ func (r *report) markdown() string {
 				p := sr.get(peer)
 				if p == nil {
 					cells = append(cells, "–")
+					if i == 0 {
+						wins = append(wins, "–")
+					}
 					continue
 				}
 				q, n := pairedRatio(veer.Runs, p.Runs, metric)
 				cells = append(cells, q)
-				if len(wins) < 2 {
+				if i == 0 {
 					wins = append(wins, fmt.Sprintf("%d of %d", n, pairs(veer.Runs, p.Runs)))
 				}
 			}
-		}
-		for len(wins) < 2 {
-			wins = append(wins, "–")
 		}
 		fmt.Fprintf(&b, "| %s |\n", strings.Join(append(cells, wins...), " | "))
 	}

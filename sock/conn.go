@@ -127,15 +127,26 @@ func (c *Conn) wrote() {
 	}
 }
 
-// rawIO makes the read or write system call trap on fd with p, without
-// telling the scheduler (syscall.RawSyscall): on a non-blocking socket,
-// with at most a few buffers' worth of bytes, it returns in microseconds,
-// and a P announced as in a system call is one Go's sysmon hands to
-// another thread when the call outlasts its 20µs tick, which on one core
-// is two thread switches and two futex calls for nothing (measured: about
-// 750 a second under load on bench's get64). p must not be empty.
-func rawIO(trap, fd uintptr, p []byte) (int, syscall.Errno) {
-	r, _, e := syscall.RawSyscall(trap, fd, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
+// send and recv make the system calls without telling the scheduler
+// (syscall.RawSyscall6): on a non-blocking socket, with at most a few
+// buffers' worth of bytes, they return in microseconds, and a P announced
+// as in a system call is one Go's sysmon hands to another thread when the
+// call outlasts its 20µs tick, which on one core is two thread switches
+// and two futex calls for nothing (about 750 a second under load on
+// bench's get64 before). They are sendto and recvfrom, as HAProxy's, not
+// write and read: the socket calls skip the file layer's work (position
+// lock, write accounting, fsnotify) that a socket does not need. p must
+// not be empty.
+func send(fd uintptr, p []byte) (int, syscall.Errno) {
+	r, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)), syscall.MSG_NOSIGNAL, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), 0
+}
+
+func recv(fd uintptr, p []byte) (int, syscall.Errno) {
+	r, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)), 0, 0, 0)
 	if e != 0 {
 		return 0, e
 	}
@@ -147,7 +158,7 @@ func rawIO(trap, fd uintptr, p []byte) (int, syscall.Errno) {
 // when it is done.
 func (c *Conn) stepFD(fd uintptr) bool {
 	for len(c.out) > 0 {
-		n, err := rawIO(syscall.SYS_WRITE, fd, c.out)
+		n, err := send(fd, c.out)
 		if n > 0 {
 			c.out = c.out[n:]
 		}
@@ -157,7 +168,7 @@ func (c *Conn) stepFD(fd uintptr) bool {
 		case syscall.EAGAIN:
 			return true // SendThenRead writes the rest
 		default:
-			c.err = os.NewSyscallError("write", err)
+			c.err = os.NewSyscallError("sendto", err)
 			c.wrote()
 			return true
 		}
@@ -168,14 +179,14 @@ func (c *Conn) stepFD(fd uintptr) bool {
 		return false // wait for the answer
 	}
 	for {
-		n, err := rawIO(syscall.SYS_READ, fd, c.in)
+		n, err := recv(fd, c.in)
 		switch {
 		case err == syscall.EINTR:
 			continue
 		case err == syscall.EAGAIN:
 			return false // woken without data: wait again
 		case err != 0:
-			c.err = os.NewSyscallError("read", err)
+			c.err = os.NewSyscallError("recvfrom", err)
 		case n == 0:
 			c.err = io.EOF
 		default:
