@@ -68,7 +68,12 @@ var holdPool = sync.Pool{New: func() any { return new(holdBuf) }}
 // Read, Write, Hold and the deadline setters run on the connection's
 // goroutine, as fasthttp's server calls them; Close may run on another
 // (fasthttp's Shutdown closing idle connections) and writes a held
-// response before it closes.
+// response before it closes. Once no response is held and the server has
+// set the read deadline after the patient wait (fasthttp does after each
+// request's first byte when it has a ReadTimeout or an IdleTimeout, and
+// before a hijack when it has a ReadTimeout or a WriteTimeout, as veer's
+// server always has), the methods are as safe for concurrent use as
+// net.Conn's: a hijacked connection's two pumps.
 type ServerConn struct {
 	Conn
 	patience time.Duration
