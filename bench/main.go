@@ -267,6 +267,9 @@ func commandLine(o *options) string {
 		s += " -quick"
 	} else {
 		s += fmt.Sprintf(" -rounds %d -duration %s", o.rounds, o.duration)
+		if o.warmup != 2*time.Second {
+			s += fmt.Sprintf(" -warmup %s", o.warmup)
+		}
 	}
 	if len(o.scenarios) != len(scenarios) {
 		s += " -scenarios " + strings.Join(o.scenarios, ",")
@@ -276,6 +279,9 @@ func commandLine(o *options) string {
 	}
 	if o.baseRev != "" {
 		s += " -base-rev " + o.baseRev
+	}
+	if o.syscalls {
+		s += " -syscalls"
 	}
 	if peers := slices.DeleteFunc(slices.Clone(o.proxies), func(p string) bool { return p == baseName }); len(peers) != len(proxyNames) {
 		s += " -proxies " + strings.Join(peers, ",")
