@@ -108,6 +108,9 @@ var (
 // Handler is the fasthttp.RequestHandler.
 func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	defer p.recoverPanic(ctx)
+	if p.AccessLog != nil {
+		ctx.Time() // the entry's time is the request's start (LazyRequestTime)
+	}
 	t := p.table.Load()
 	if t == nil { // New(nil, ...) until the first Store
 		ctx.Error("veer: starting, no routing table yet\n", fasthttp.StatusServiceUnavailable)

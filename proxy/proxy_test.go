@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -666,6 +667,46 @@ func TestAccessLogNamesTheBackendThatAnswered(t *testing.T) {
 	}
 	if got := v.metric(t, "veer_upstream_failures_total", "route", "shop", "version", "blue", "reason", "connect"); got != 2 {
 		t.Errorf("%v refused attempts, want 2: the test did not retry", got)
+	}
+}
+
+// TestAccessLogTimesTheWholeRequest: the logged time is the request's
+// start and the duration runs to its end, the backend's wait included
+// (the server reads the clock for the request only when asked:
+// LazyRequestTime).
+func TestAccessLogTimesTheWholeRequest(t *testing.T) {
+	const wait = 150 * time.Millisecond
+	slow := newBackend(t, "slow", func(*fasthttp.RequestCtx) { time.Sleep(wait) })
+	v := startVeer(t, oneVersion("", slow.addr))
+	var buf syncBuffer
+	al, err := accesslog.New(accesslog.Options{Writer: &buf, Buffer: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.p.AccessLog = al
+	sent := time.Now()
+	if resp := v.do(t, "GET", "/"); resp.StatusCode() != 200 {
+		t.Fatalf("status %d", resp.StatusCode())
+	}
+	if err := al.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var e struct {
+		Time     string  `json:"time"`
+		Duration float64 `json:"duration"`
+	}
+	if err := json.Unmarshal(bytes.TrimSpace([]byte(buf.String())), &e); err != nil {
+		t.Fatalf("%v: %s", err, buf.String())
+	}
+	if e.Duration < wait.Seconds() {
+		t.Errorf("duration %v s, want at least the backend's %v", e.Duration, wait)
+	}
+	ts, err := time.Parse("2006-01-02T15:04:05.000Z07:00", e.Time)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ts.After(sent.Add(wait)) {
+		t.Errorf("time %v is after the backend's wait (request sent at %v): the end, not the start", ts, sent)
 	}
 }
 

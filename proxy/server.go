@@ -51,6 +51,9 @@ func NewServer(p *Proxy, cfg *config.Config, log *slog.Logger) *fasthttp.Server 
 		CloseOnShutdown:                    true,
 		Logger:                             fasthttpLogger{log},
 		SleepWhenConcurrencyLimitsExceeded: 10 * time.Millisecond,
+		// The server reads the clock for ctx.Time only when asked: the
+		// handler does with access logging on (and keeps its own start).
+		LazyRequestTime: true,
 	}
 }
 

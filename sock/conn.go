@@ -20,6 +20,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -49,9 +50,9 @@ func Wrap(c net.Conn) net.Conn {
 	return x
 }
 
-// Conn is a TCP connection. Everything but SendThenRead is the
-// *net.TCPConn's. SendThenRead must not run concurrently with itself or
-// with Read.
+// Conn is a TCP connection. Everything but SendThenRead and KeepDeadline
+// is the *net.TCPConn's. SendThenRead must not run concurrently with
+// itself or with Read, KeepDeadline not with itself.
 type Conn struct {
 	*net.TCPConn
 	rc   syscall.RawConn
@@ -64,6 +65,56 @@ type Conn struct {
 	err    error
 	waited bool
 	sent   func() // when not nil, called once the write is over (ServerConn)
+
+	// dl is the deadline KeepDeadline put in force for both directions,
+	// in Unix nanoseconds, or 0 once any other deadline was set. Atomic:
+	// a hijacked connection's two pumps set deadlines concurrently.
+	dl atomic.Int64
+}
+
+// KeepDeadline puts in force, for reads and writes, a deadline no earlier
+// than t and no later than t plus slack (none when t is zero). It changes
+// the timers only when the deadline in force is outside that range, and
+// then to t plus slack: on a connection that carries one exchange after
+// another the timers change once per slack instead of once per exchange,
+// where each change is a trip through the runtime's timer heap for each
+// direction and four clock reads. The deadline fires up to slack late.
+func (c *Conn) KeepDeadline(t time.Time, slack time.Duration) error {
+	if t.IsZero() {
+		return c.SetDeadline(t)
+	}
+	want := t.UnixNano()
+	if cur := c.dl.Load(); cur >= want && cur-want <= int64(slack) {
+		return nil
+	}
+	d := t.Add(slack)
+	c.dl.Store(0)
+	if err := c.TCPConn.SetDeadline(d); err != nil {
+		return err
+	}
+	c.dl.Store(d.UnixNano())
+	return nil
+}
+
+// SetDeadline is the *net.TCPConn's; KeepDeadline sets the timers again
+// after it.
+func (c *Conn) SetDeadline(t time.Time) error {
+	c.dl.Store(0)
+	return c.TCPConn.SetDeadline(t)
+}
+
+// SetReadDeadline is the *net.TCPConn's; KeepDeadline sets the timers
+// again after it.
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	c.dl.Store(0)
+	return c.TCPConn.SetReadDeadline(t)
+}
+
+// SetWriteDeadline is the *net.TCPConn's; KeepDeadline sets the timers
+// again after it.
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	c.dl.Store(0)
+	return c.TCPConn.SetWriteDeadline(t)
 }
 
 func (c *Conn) init(tc *net.TCPConn) bool {

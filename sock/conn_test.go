@@ -208,3 +208,101 @@ func isConnGone(err error) bool {
 }
 
 func isTimeout(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
+
+func TestKeepDeadline(t *testing.T) {
+	t.Run("timers change only out of range", func(t *testing.T) {
+		c, _ := pair(t)
+		at := time.Now().Add(time.Minute)
+		slack := time.Second
+		if err := c.KeepDeadline(at, slack); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := c.dl.Load(), at.Add(slack).UnixNano(); got != want {
+			t.Fatalf("deadline in force %d, want t+slack %d", got, want)
+		}
+		// A little later, still covered: nothing changes.
+		if err := c.KeepDeadline(at.Add(slack/2), slack); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := c.dl.Load(), at.Add(slack).UnixNano(); got != want {
+			t.Fatalf("deadline moved to %d within the slack, want it left at %d", got, want)
+		}
+		// Past the slack: moved.
+		later := at.Add(2 * slack)
+		if err := c.KeepDeadline(later, slack); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := c.dl.Load(), later.Add(slack).UnixNano(); got != want {
+			t.Fatalf("deadline in force %d, want %d", got, want)
+		}
+		// Earlier than the one in force (a shorter timeout): moved back.
+		sooner := at.Add(slack)
+		if err := c.KeepDeadline(sooner, slack); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := c.dl.Load(), sooner.Add(slack).UnixNano(); got != want {
+			t.Fatalf("deadline in force %d, want %d", got, want)
+		}
+	})
+
+	t.Run("in force", func(t *testing.T) {
+		c, _ := pair(t)
+		if err := c.KeepDeadline(time.Now().Add(50*time.Millisecond), 10*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		_, err := c.Read(make([]byte, 8)) // the peer sends nothing
+		if !isTimeout(err) {
+			t.Fatalf("Read = %v, want the deadline to end it", err)
+		}
+	})
+
+	// Each setter leaves the timers where it put them, so KeepDeadline
+	// must set them again after it even when the time asked is covered.
+	setters := map[string]func(*Conn, time.Time) error{
+		"SetDeadline":      (*Conn).SetDeadline,
+		"SetReadDeadline":  (*Conn).SetReadDeadline,
+		"SetWriteDeadline": (*Conn).SetWriteDeadline,
+	}
+	for name, set := range setters {
+		t.Run("again after "+name, func(t *testing.T) {
+			c, peer := pair(t)
+			at := time.Now().Add(time.Minute)
+			if err := c.KeepDeadline(at, time.Second); err != nil {
+				t.Fatal(err)
+			}
+			if err := set(c, time.Unix(1, 0)); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.KeepDeadline(at, time.Second); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := peer.Write([]byte("ok")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Write([]byte("w")); err != nil {
+				t.Fatalf("Write after KeepDeadline: %v (a deadline in the past left in force)", err)
+			}
+			p := make([]byte, 2)
+			if _, err := io.ReadFull(c, p); err != nil || string(p) != "ok" {
+				t.Fatalf("Read after KeepDeadline = %q, %v (a deadline in the past left in force)", p, err)
+			}
+		})
+	}
+
+	t.Run("zero is none", func(t *testing.T) {
+		c, peer := pair(t)
+		if err := c.SetDeadline(time.Unix(1, 0)); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.KeepDeadline(time.Time{}, time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := peer.Write([]byte("ok")); err != nil {
+			t.Fatal(err)
+		}
+		p := make([]byte, 2)
+		if _, err := io.ReadFull(c, p); err != nil {
+			t.Fatalf("Read with no deadline: %v", err)
+		}
+	})
+}

@@ -10,13 +10,15 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/valyala/fasthttp"
 )
 
-// accepted returns a *ServerConn from Listen and the client's end.
+// accepted returns a *ServerConn from Listen and the client's end, with
+// nothing left to read on either.
 func accepted(t *testing.T, patience time.Duration) (*ServerConn, net.Conn) {
 	t.Helper()
 	ln, err := Listen("127.0.0.1:0", patience)
@@ -28,6 +30,10 @@ func accepted(t *testing.T, patience time.Duration) (*ServerConn, net.Conn) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The listener hands over connections that have sent something.
+	if _, err := client.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
 	nc, err := ln.Accept()
 	if err != nil {
 		t.Fatal(err)
@@ -37,7 +43,65 @@ func accepted(t *testing.T, patience time.Duration) (*ServerConn, net.Conn) {
 		t.Fatalf("Accept returned %T, want *ServerConn", nc)
 	}
 	t.Cleanup(func() { sc.Close(); client.Close() })
+	if got := readN(t, sc, 1); got != "x" {
+		t.Fatalf("server read %q, want the client's first byte", got)
+	}
 	return sc, client
+}
+
+// TestListenDefersAccept checks that the listener hands over a connection
+// with its first bytes already there to read, as TCP_DEFER_ACCEPT does.
+func TestListenDefersAccept(t *testing.T) {
+	ln, err := Listen("127.0.0.1:0", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	rc, err := ln.(*listener).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v int
+	var gerr error
+	if err := rc.Control(func(fd uintptr) {
+		v, gerr = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_DEFER_ACCEPT)
+	}); err != nil || gerr != nil {
+		t.Fatal(err, gerr)
+	}
+	if v <= 0 {
+		t.Fatalf("TCP_DEFER_ACCEPT = %d on the listener, want it on", v)
+	}
+
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	if _, err := client.Write([]byte("GET / HTTP/1.1\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	nc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	// Look without waiting: the request is in the socket when Accept
+	// returns it.
+	src, err := nc.(*ServerConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := src.Read(func(fd uintptr) bool {
+		var b [64]byte
+		n, _, _ = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n != len("GET / HTTP/1.1\r\n\r\n") {
+		t.Fatalf("%d bytes readable when Accept returned, want the whole request", n)
+	}
 }
 
 func readN(t *testing.T, c net.Conn, n int) string {

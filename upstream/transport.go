@@ -122,8 +122,9 @@ func exchange[C conn](t *Transport, hc *fasthttp.HostClient, cc C, req *fasthttp
 	// A request whose body streams pushes the write deadline forward
 	// before each write, and starts the wait for the head once it is sent.
 	// Any other request is written from memory at once: one deadline
-	// covers its write and the wait for the head (one clock read and one
-	// timer change per exchange instead of two of each).
+	// covers its write and the wait for the head, and on veer's own
+	// connections it is kept within a slack of what is asked, so that
+	// most exchanges change no timer at all.
 	streamed := req.IsBodyStream()
 	x := acquireIO(cc.Conn(), t.ResponseHeader, streamed)
 	fail := func(err error) error {
@@ -132,7 +133,13 @@ func exchange[C conn](t *Transport, hc *fasthttp.HostClient, cc C, req *fasthttp
 		return err
 	}
 	if !streamed {
-		_ = x.c.SetDeadline(deadline(t.ResponseHeader))
+		if sc, ok := x.c.(*sock.Conn); ok {
+			// Exchanges follow one another on a pooled connection: its
+			// timers change once per slack, not once per request.
+			_ = sc.KeepDeadline(deadline(t.ResponseHeader), deadlineSlack(t.ResponseHeader))
+		} else {
+			_ = x.c.SetDeadline(deadline(t.ResponseHeader))
+		}
 	}
 
 	resp.ParseNetConn(x.c)
@@ -238,6 +245,13 @@ func deadline(d time.Duration) time.Time {
 		return time.Time{}
 	}
 	return time.Now().Add(d)
+}
+
+// deadlineSlack is how late the response-header timeout d may fire on a
+// pooled connection (sock.Conn.KeepDeadline): a sixteenth of it, at most
+// a second.
+func deadlineSlack(d time.Duration) time.Duration {
+	return min(d/16, time.Second)
 }
 
 // peekHead returns the response head at the start of br, up to and
