@@ -113,7 +113,10 @@ type clientBody struct {
 	n      int64
 	idle   time.Duration
 	err    error // the first error other than io.EOF
-	buf    [bodyBuffer + 1]byte
+	// whole: the body was read whole into buf, which the request carries
+	// without a copy (SetBodyRaw) until release.
+	whole bool
+	buf   [bodyBuffer + 1]byte
 }
 
 func (b *clientBody) Read(p []byte) (int, error) {
@@ -146,15 +149,19 @@ func (b *clientBody) failed() bool { return b != nil && b.err != nil }
 var bodyPool = sync.Pool{New: func() any { return &clientBody{} }}
 
 func releaseBody(b *clientBody) {
-	b.ctx, b.r, b.prefix, b.err, b.n = nil, nil, nil, nil, 0
+	if b.whole && b.ctx != nil {
+		b.ctx.Request.ResetBody() // it points into buf
+	}
+	b.ctx, b.r, b.prefix, b.err, b.n, b.whole = nil, nil, nil, nil, 0, false
 	bodyPool.Put(b)
 }
 
 // prepareBody reads a small body whole (the request then carries it as a
-// plain body, framed by Content-Length upstream), or sets the request up
-// to stream a larger one through a clientBody. The caller releases the
-// returned clientBody (nil when there is no body stream) once the request
-// is forwarded. A rejection is the client's fault: too large, too slow,
+// plain body, framed by Content-Length upstream, pointing into the
+// clientBody's buffer: a 64 KiB body is not copied once more), or sets
+// the request up to stream a larger one through a clientBody. The caller
+// releases the returned clientBody (nil when there is no body) once the
+// request is forwarded. A rejection is the client's fault: too large, too slow,
 // or malformed chunks.
 func (p *Proxy) prepareBody(ctx *fasthttp.RequestCtx) (*clientBody, *rejection) {
 	req := &ctx.Request
@@ -176,7 +183,9 @@ func (p *Proxy) prepareBody(ctx *fasthttp.RequestCtx) (*clientBody, *rejection) 
 			defer releaseBody(b)
 			return nil, bodyRejection(b.err, err)
 		}
-		req.SetBody(b.buf[:cl])
+		req.SetBodyRaw(b.buf[:cl])
+		b.whole = true
+		return b, nil
 	default: // chunked: whole when it ends within bodyBuffer
 		n, err := io.ReadFull(b, b.buf[:])
 		switch {
@@ -189,15 +198,15 @@ func (p *Proxy) prepareBody(ctx *fasthttp.RequestCtx) (*clientBody, *rejection) 
 				defer releaseBody(b)
 				return nil, bodyRejection(b.err, err)
 			}
-			req.SetBody(b.buf[:n]) // Content-Length framing upstream
+			req.SetBodyRaw(b.buf[:n]) // Content-Length framing upstream
 			req.Header.SetContentLength(n)
+			b.whole = true
+			return b, nil
 		default:
 			defer releaseBody(b)
 			return nil, bodyRejection(b.err, err)
 		}
 	}
-	releaseBody(b)
-	return nil, nil
 }
 
 var (

@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -136,6 +138,66 @@ func TestRequestBodies(t *testing.T) {
 	}
 	if n := v.metric(t, "veer_upstream_failures_total"); n != 0 {
 		t.Errorf("the clients' broken bodies were counted as %v upstream failures", n)
+	}
+}
+
+// TestWholeBodiesKeepTheirBytes: a body read whole is forwarded from the
+// buffer it was read into, which goes back to a pool after the request;
+// bodies of every size up to that buffer's, sent at once over several
+// keep-alive connections, and a PUT retried on a second backend after
+// the first refused it, must reach the backend byte for byte.
+func TestWholeBodiesKeepTheirBytes(t *testing.T) {
+	be := hashBackend(t)
+	v := startVeer(t, oneVersion("", be.addr))
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 12 {
+				body := make([]byte, (w*4099+i*5471)%(bodyBuffer+1))
+				for j := range body {
+					body[j] = byte(w*31 + i*7 + j)
+				}
+				req, _ := http.NewRequest("POST", "http://"+v.addr+"/up", bytes.NewReader(body))
+				req.Host = "shop.example.com"
+				if i%2 == 1 {
+					req.ContentLength = -1 // chunked
+				}
+				resp, err := client.Do(req)
+				if err != nil {
+					errs <- err
+					return
+				}
+				got, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if string(got) != digest(body) {
+					errs <- fmt.Errorf("worker %d request %d: the backend got %s, want %s", w, i, got, digest(body))
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+
+	refused := refusedAddr(t)
+	rv := startVeer(t, oneVersion("    outlier: {consecutive_5xx: 0}\n", refused, be.addr))
+	body := pattern(40000)
+	for range 2 { // the ring tries the refusing backend first in one of the two
+		raw := append([]byte("PUT /up HTTP/1.1\r\nHost: shop.example.com\r\nContent-Length: 40000\r\n\r\n"), body...)
+		resp, _ := rawSend(t, rv.addr, raw)
+		if string(resp.Body()) != digest(body) {
+			t.Errorf("retried PUT: the backend got %q, want %q", resp.Body(), digest(body))
+		}
+	}
+	if got := rv.metric(t, "veer_upstream_failures_total", "route", "shop", "version", "blue", "reason", "connect"); got != 1 {
+		t.Errorf("%v refused attempts, want 1: the PUT was not retried", got)
 	}
 }
 

@@ -217,7 +217,7 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	if p.AccessLog != nil {
 		p.logAccess(ctx, r, v, b)
 	}
-	if body == nil && !resp.IsBodyStream() && !resp.ConnectionClose() {
+	if (body == nil || body.whole) && !resp.IsBodyStream() && !resp.ConnectionClose() {
 		// A whole answer to a request read whole: it goes out with the wait
 		// for the next request (sock.ServerConn).
 		if sc, ok := ctx.Conn().(*sock.ServerConn); ok {
