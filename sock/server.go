@@ -73,7 +73,7 @@ func (l *listener) Accept() (net.Conn, error) {
 
 // holdMax is the most a ServerConn holds: a larger response goes out at
 // once, in one writev with what was held.
-const holdMax = 8 << 10
+const holdMax = 32 << 10
 
 type holdBuf struct{ b [holdMax]byte }
 
