@@ -161,8 +161,8 @@ func releaseBody(b *clientBody) {
 // clientBody's buffer: a 64 KiB body is not copied once more), or sets
 // the request up to stream a larger one through a clientBody. The caller
 // releases the returned clientBody (nil when there is no body) once the
-// request is forwarded. A rejection is the client's fault: too large, too slow,
-// or malformed chunks.
+// request is forwarded. A rejection is the client's fault: too large,
+// too slow, or malformed chunks.
 func (p *Proxy) prepareBody(ctx *fasthttp.RequestCtx) (*clientBody, *rejection) {
 	req := &ctx.Request
 	if len(req.Header.PeekBytes(hdrExpect)) > 0 {
