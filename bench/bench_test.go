@@ -224,26 +224,27 @@ func TestPairedRatio(t *testing.T) {
 		a, b     []runResult
 		want     string
 		wantMore int
+		wantN    int
 	}{
 		{"drift cancels", // the machine doubles its speed in round 2
 			[]runResult{run(1, 110), run(2, 220), run(3, 105)},
 			[]runResult{run(1, 100), run(2, 200), run(3, 100)},
-			"1.10", 3},
+			"1.10", 3, 3},
 		{"even count takes the mean of the middle two",
 			[]runResult{run(1, 100), run(2, 120)},
 			[]runResult{run(1, 100), run(2, 100)},
-			"1.10", 1},
+			"1.10", 1, 2},
 		{"unpaired rounds are left out",
 			[]runResult{run(1, 90), run(2, 500)},
 			[]runResult{run(1, 100)},
-			"0.90", 0},
-		{"no pairs", []runResult{run(1, 1)}, []runResult{run(2, 1)}, "–", 0},
+			"0.90", 0, 1},
+		{"no pairs", []runResult{run(1, 1)}, []runResult{run(2, 1)}, "–", 0, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, more := pairedRatio(tt.a, tt.b, rps)
-			if got != tt.want || more != tt.wantMore {
-				t.Errorf("pairedRatio = %s, %d; want %s, %d", got, more, tt.want, tt.wantMore)
+			got, more, n := pairedRatio(tt.a, tt.b, rps)
+			if got != tt.want || more != tt.wantMore || n != tt.wantN {
+				t.Errorf("pairedRatio = %s, %d, %d; want %s, %d, %d", got, more, n, tt.want, tt.wantMore, tt.wantN)
 			}
 		})
 	}

@@ -98,9 +98,9 @@ func busy(load string) bool {
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
 // pairedRatio is the median over rounds of metric(a)/metric(b) for the
-// runs of a and b in the same round, formatted, and the number of rounds
-// in which a's metric was the larger.
-func pairedRatio(a, b []runResult, metric func(*runResult) float64) (string, int) {
+// runs of a and b in the same round, formatted; the number of rounds in
+// which a's metric was the larger; and the number of rounds compared.
+func pairedRatio(a, b []runResult, metric func(*runResult) float64) (string, int, int) {
 	var qs []float64
 	more := 0
 	for i := range a {
@@ -118,22 +118,9 @@ func pairedRatio(a, b []runResult, metric func(*runResult) float64) (string, int
 		}
 	}
 	if len(qs) == 0 {
-		return "–", 0
+		return "–", 0, 0
 	}
-	return fmt.Sprintf("%.2f", median(qs)), more
-}
-
-// pairs counts the rounds that a and b both ran.
-func pairs(a, b []runResult) int {
-	n := 0
-	for i := range a {
-		for j := range b {
-			if a[i].Round == b[j].Round {
-				n++
-			}
-		}
-	}
-	return n
+	return fmt.Sprintf("%.2f", median(qs)), more, len(qs)
 }
 
 // ratio is a/b formatted, or "–" when either is missing.
@@ -333,10 +320,10 @@ func (r *report) markdown() string {
 					}
 					continue
 				}
-				q, n := pairedRatio(veer.Runs, p.Runs, metric)
+				q, more, n := pairedRatio(veer.Runs, p.Runs, metric)
 				cells = append(cells, q)
 				if i == 0 {
-					wins = append(wins, fmt.Sprintf("%d of %d", n, pairs(veer.Runs, p.Runs)))
+					wins = append(wins, fmt.Sprintf("%d of %d", more, n))
 				}
 			}
 		}
