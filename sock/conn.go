@@ -66,6 +66,11 @@ type Conn struct {
 	waited bool
 	sent   func() // when not nil, called once the write is over (ServerConn)
 
+	// beforeWrite, when not nil, runs before a write that can block: the
+	// rest of out when the send buffer is full (ServerConn's owed write
+	// deadline).
+	beforeWrite func()
+
 	// dl is the deadline KeepDeadline put in force for both directions,
 	// in Unix nanoseconds, or 0 once any other deadline was set. Atomic:
 	// a hijacked connection's two pumps set deadlines concurrently.
@@ -152,6 +157,9 @@ func (c *Conn) sendThenRead(out, p []byte) (int, []byte, error) {
 	c.out, c.in, c.err = nil, nil, nil
 	if len(rest) > 0 && rerr == nil && err == nil {
 		// The send buffer is full: the rest waits for room as any write does.
+		if c.beforeWrite != nil {
+			c.beforeWrite()
+		}
 		_, err := c.TCPConn.Write(rest)
 		c.wrote()
 		if err != nil {

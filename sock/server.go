@@ -68,6 +68,7 @@ func (l *listener) Accept() (net.Conn, error) {
 		return tc, nil
 	}
 	c.unlock = c.mu.Unlock
+	c.beforeWrite = c.payWriteDeadline
 	return c, nil
 }
 
@@ -91,15 +92,24 @@ var holdPool = sync.Pool{New: func() any { return new(holdBuf) }}
 // patient for a while only (Listen's patience), then Read looks, and
 // waits on until the read deadline the server asked for.
 //
+// Deadlines reach the poller's timers only when a read or write can wait
+// on them. A read deadline set after the patient wait ended with bytes
+// (fasthttp sets one after each request's first byte) is put in force by
+// the next Read, before it reads: a request that came whole in that wait
+// needs no other read. A write deadline set while a response is held
+// (fasthttp sets one after each handler) is put in force before the next
+// write that can block: the held response goes out with a send that does
+// not wait. Each would otherwise be a trip through the runtime's timer
+// heap per request, for a timer that is replaced before it can fire.
+//
 // Read, Write, Hold and the deadline setters run on the connection's
 // goroutine, as fasthttp's server calls them; Close may run on another
 // (fasthttp's Shutdown closing idle connections) and writes a held
-// response before it closes. Once no response is held and the server has
-// set the read deadline after the patient wait (fasthttp does after each
-// request's first byte when it has a ReadTimeout or an IdleTimeout, and
-// before a hijack when it has a ReadTimeout or a WriteTimeout, as veer's
-// server always has), the methods are as safe for concurrent use as
-// net.Conn's: a hijacked connection's two pumps.
+// response before it closes. Once no response is held, the methods are
+// as safe for concurrent use as net.Conn's when one goroutine reads and
+// sets read deadlines and another writes and sets write deadlines, as a
+// hijacked connection's two pumps do: the read side's state is the
+// reader's alone, and the write side's is under mu.
 type ServerConn struct {
 	Conn
 	patience time.Duration
@@ -107,9 +117,12 @@ type ServerConn struct {
 	rd       time.Time // the read deadline asked for since Hold
 	rdSet    bool      // rd was set since Hold; if not, the server sets none
 	short    bool      // the deadline in force is the patient wait's, not rd
+	kept     time.Time // the patient wait's deadline in force, or zero after any other
 
-	mu     sync.Mutex // held and hb, against Close
+	mu     sync.Mutex // held, hb, wd and wdOwed, against Close and the writer pump
 	held   []byte     // in hb
+	wd     time.Time  // the write deadline asked for while a response was held
+	wdOwed bool       // wd is not in force yet
 	hb     *holdBuf
 	unlock func() // mu.Unlock, bound once
 	vec    [2][]byte
@@ -123,6 +136,9 @@ func (c *ServerConn) Hold() { c.armed, c.rdSet = true, false }
 // Write writes p, or holds it after Hold.
 func (c *ServerConn) Write(p []byte) (int, error) {
 	if !c.armed {
+		c.mu.Lock()
+		c.payWriteDeadline()
+		c.mu.Unlock()
 		return c.TCPConn.Write(p)
 	}
 	c.mu.Lock()
@@ -137,6 +153,7 @@ func (c *ServerConn) Write(p []byte) (int, error) {
 	}
 	// Too much to hold: what is held and p go out now, in one writev.
 	c.armed = false
+	c.payWriteDeadline()
 	held := c.held
 	c.vec[0], c.vec[1] = held, p
 	c.bufs = c.vec[:]
@@ -159,9 +176,9 @@ func (c *ServerConn) releaseHeld() {
 // response.
 func (c *ServerConn) Read(p []byte) (int, error) {
 	if !c.armed {
-		if c.short { // nobody set a deadline since the patient wait
+		if c.short { // the patient wait's deadline is in force, not rd
 			c.short = false
-			_ = c.TCPConn.SetReadDeadline(c.rd)
+			c.setReadDeadline(c.rd)
 		}
 		return c.TCPConn.Read(p)
 	}
@@ -172,10 +189,10 @@ func (c *ServerConn) Read(p []byte) (int, error) {
 		c.mu.Unlock()
 		return c.Read(p)
 	}
-	if !c.short {
-		if !c.rdSet {
-			c.rd = time.Time{}
-		}
+	if !c.rdSet {
+		// The server set no read deadline since Hold (SetReadDeadline
+		// begins the patient wait when it does): it wants none.
+		c.rd = time.Time{}
 		c.beginPatience()
 	}
 	// mu stays locked until the response is written (Close waits for it,
@@ -188,6 +205,7 @@ func (c *ServerConn) Read(p []byte) (int, error) {
 	if len(unsent) > 0 && !errors.Is(err, net.ErrClosed) {
 		// The wait ended before the callback wrote (a deadline already
 		// past): the response still goes out, as any write would.
+		c.payWriteDeadline()
 		_, _ = c.TCPConn.Write(unsent)
 	}
 	c.releaseHeld()
@@ -196,40 +214,79 @@ func (c *ServerConn) Read(p []byte) (int, error) {
 		// Patience is over, not the server's deadline: look for a request
 		// that came before the response went out, and wait on.
 		c.short = false
-		_ = c.TCPConn.SetReadDeadline(c.rd)
+		c.setReadDeadline(c.rd)
 		return c.TCPConn.Read(p)
 	}
 	return n, err
 }
 
 // beginPatience puts the patient wait's deadline in force, when it comes
-// before rd.
+// before rd. A patient deadline still in force from the response before
+// (its request came whole, so nothing replaced it) is kept while it ends
+// at least three quarters of the patience from now: the timers change
+// once per quarter of it, not once per response.
 func (c *ServerConn) beginPatience() {
 	if c.patience <= 0 {
 		return
 	}
-	short := time.Now().Add(c.patience)
+	now := time.Now()
+	short := now.Add(c.patience)
 	if c.rd.IsZero() || short.Before(c.rd) {
 		c.short = true
-		_ = c.TCPConn.SetReadDeadline(short)
+		if c.kept.After(short.Add(-c.patience/4)) && !c.kept.After(short) {
+			return
+		}
+		c.setReadDeadline(short)
+		c.kept = short
 	}
 }
 
-// SetReadDeadline sets the read deadline; while a response is held, the
-// patient wait's comes first. Safe for concurrent use, as net.Conn's is,
-// when no response is held (a hijacked connection's pumps).
+// setReadDeadline puts t in force for reads.
+func (c *ServerConn) setReadDeadline(t time.Time) {
+	c.kept = time.Time{}
+	_ = c.TCPConn.SetReadDeadline(t)
+}
+
+// SetReadDeadline sets the read deadline. While a response is held, the
+// patient wait's comes first; after the patient wait, the next Read puts
+// t in force before it reads.
 func (c *ServerConn) SetReadDeadline(t time.Time) error {
 	if !c.armed && !c.short {
+		c.kept = time.Time{}
 		return c.TCPConn.SetReadDeadline(t)
 	}
-	c.rd, c.rdSet, c.short = t, true, false
-	if c.armed {
-		c.beginPatience()
-		if c.short {
-			return nil
-		}
+	c.rd, c.rdSet = t, true
+	if !c.armed {
+		return nil // short stays: Read puts rd in force
 	}
+	c.short = false
+	c.beginPatience()
+	if c.short {
+		return nil
+	}
+	c.kept = time.Time{}
 	return c.TCPConn.SetReadDeadline(t)
+}
+
+// SetWriteDeadline sets the write deadline; while a response is held, it
+// is put in force before the next write that can block.
+func (c *ServerConn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.armed {
+		c.wd, c.wdOwed = t, true
+		return nil
+	}
+	c.wdOwed = false
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// payWriteDeadline puts an owed write deadline in force. Under mu.
+func (c *ServerConn) payWriteDeadline() {
+	if c.wdOwed {
+		c.wdOwed = false
+		_ = c.Conn.SetWriteDeadline(c.wd)
+	}
 }
 
 // SetDeadline sets the read and write deadlines.
@@ -237,13 +294,14 @@ func (c *ServerConn) SetDeadline(t time.Time) error {
 	if err := c.SetReadDeadline(t); err != nil {
 		return err
 	}
-	return c.TCPConn.SetWriteDeadline(t)
+	return c.SetWriteDeadline(t)
 }
 
 // Close writes a held response, then closes the connection.
 func (c *ServerConn) Close() error {
 	c.mu.Lock()
 	if len(c.held) > 0 {
+		c.payWriteDeadline()
 		_, _ = c.TCPConn.Write(c.held)
 	}
 	c.releaseHeld()

@@ -247,6 +247,172 @@ func TestServerConnHold(t *testing.T) {
 	})
 }
 
+// within runs f and fails when it has not returned within 10 s: a read or
+// write a deadline should end, which would otherwise wait on.
+func within(t *testing.T, what string, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { defer close(done); f() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: still waiting after 10 s", what)
+	}
+}
+
+// smallBuffers makes the server's sends and the client's receives
+// buffer little, so that a few tens of KiB fill them.
+func smallBuffers(t *testing.T, sc *ServerConn, client net.Conn) {
+	t.Helper()
+	if err := sc.SetWriteBuffer(4096); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.(*net.TCPConn).SetReadBuffer(4096); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestServerConnDeadlines: a deadline the server asks for when no read
+// or write could wait on it reaches the poller later, but always before
+// a read or write that can wait.
+func TestServerConnDeadlines(t *testing.T) {
+	t.Run("a read deadline set after the patient wait bounds the next read", func(t *testing.T) {
+		sc, client := accepted(t, time.Minute)
+		sc.Hold()
+		_, _ = sc.Write([]byte("response"))
+		_ = sc.SetReadDeadline(time.Now().Add(10 * time.Minute)) // the idle timeout
+		go func() {
+			readN(t, client, 8)
+			_, _ = client.Write([]byte("req"))
+		}()
+		p := make([]byte, 64)
+		if n, err := sc.Read(p); err != nil || string(p[:n]) != "req" {
+			t.Fatalf("server Read = %q, %v", p[:n], err)
+		}
+		// The request's read timeout, as fasthttp sets it after the first
+		// byte; the patient wait's minute is what the poller has.
+		_ = sc.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		var err error
+		within(t, "Read past its deadline", func() { _, err = sc.Read(p) })
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("server Read = %v, want the deadline", err)
+		}
+	})
+
+	t.Run("the patient wait's deadline is kept only while in force", func(t *testing.T) {
+		sc, client := accepted(t, 200*time.Millisecond)
+		p := make([]byte, 64)
+		read := func(want string) {
+			t.Helper()
+			var n int
+			var err error
+			within(t, "Read", func() { n, err = sc.Read(p) })
+			if err != nil || string(p[:n]) != want {
+				t.Fatalf("server Read = %q, %v; want %q", p[:n], err, want)
+			}
+		}
+		sc.Hold()
+		_, _ = sc.Write([]byte("r1"))
+		_ = sc.SetReadDeadline(time.Now().Add(time.Minute)) // the patient wait's, kept
+		go func() {
+			readN(t, client, 2)
+			_, _ = client.Write([]byte("q1"))
+		}()
+		read("q1")
+		// A request in two reads: the second puts the read deadline in
+		// force in place of the patient one.
+		_ = sc.SetReadDeadline(time.Now().Add(time.Minute))
+		_, _ = client.Write([]byte("more"))
+		read("more")
+		// The next request comes early, before the response: only a
+		// patient deadline in force ends the wait for it.
+		_, _ = client.Write([]byte("early"))
+		sc.Hold()
+		_, _ = sc.Write([]byte("r2"))
+		_ = sc.SetReadDeadline(time.Now().Add(time.Minute))
+		read("early")
+	})
+
+	t.Run("a write deadline set while held bounds a write that waits", func(t *testing.T) {
+		sc, client := accepted(t, time.Minute)
+		t.Cleanup(func() { client.Close() }) // first: it ends a write that waits
+		smallBuffers(t, sc, client)
+		sc.Hold()
+		_ = sc.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
+		var err error
+		within(t, "Write to a client that does not read", func() {
+			_, err = sc.Write(make([]byte, 8<<20)) // more than the hold: written now
+		})
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("Write = %v, want the deadline", err)
+		}
+	})
+
+	t.Run("a write deadline set while held replaces a past one", func(t *testing.T) {
+		sc, client := accepted(t, time.Minute)
+		_ = sc.SetWriteDeadline(time.Now().Add(-time.Second)) // in force at once
+		sc.Hold()
+		_ = sc.SetWriteDeadline(time.Now().Add(time.Minute))
+		big := bytes.Repeat([]byte("z"), holdMax+1)
+		if n, err := sc.Write(big); n != len(big) || err != nil {
+			t.Fatalf("Write = %d, %v; want it under the new deadline", n, err)
+		}
+		if s := readN(t, client, len(big)); s != string(big) {
+			t.Fatal("client got other bytes than were written")
+		}
+	})
+
+	t.Run("the rest of a held response that fills the send buffer", func(t *testing.T) {
+		sc, client := accepted(t, time.Minute)
+		t.Cleanup(func() { client.Close() }) // first: it ends a write that waits
+		smallBuffers(t, sc, client)
+		_ = sc.SetWriteDeadline(time.Now().Add(-time.Second))
+		sc.Hold()
+		_ = sc.SetWriteDeadline(time.Now().Add(time.Minute))
+		// Fill the send buffer, the client not reading yet.
+		rc, err := sc.SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		filled := 0
+		fill := func(fd uintptr) {
+			for {
+				n, errno := send(fd, make([]byte, 4096))
+				if errno != 0 {
+					return // EAGAIN: full for now
+				}
+				filled += n
+			}
+		}
+		// Until it stays full: acknowledged bytes make room for a while.
+		for before := -1; before != filled; time.Sleep(10 * time.Millisecond) {
+			before = filled
+			if err := rc.Control(fill); err != nil {
+				t.Fatal(err)
+			}
+		}
+		held := bytes.Repeat([]byte("h"), holdMax)
+		_, _ = sc.Write(held)
+		_ = sc.SetReadDeadline(time.Now().Add(time.Minute))
+		go func() {
+			// Read once the server's send has found the buffer full (if
+			// the client read sooner, the send would not wait).
+			time.Sleep(100 * time.Millisecond)
+			readN(t, client, filled)
+			if s := readN(t, client, len(held)); s != string(held) {
+				t.Errorf("client got other bytes than were held")
+			}
+			_, _ = client.Write([]byte("next"))
+		}()
+		p := make([]byte, 64)
+		var n int
+		within(t, "Read after a held response", func() { n, err = sc.Read(p) })
+		if err != nil || string(p[:n]) != "next" {
+			t.Fatalf("server Read = %q, %v; want the held response sent under the new deadline, then the next request", p[:n], err)
+		}
+	})
+}
+
 // TestServerConnUnderFasthttp: fasthttp's server on Listen's connections,
 // with every response held, as proxy.Handler holds them: keep-alive
 // requests in turn, pipelined ones, a streamed body, and Shutdown.
