@@ -105,11 +105,12 @@ var holdPool = sync.Pool{New: func() any { return new(holdBuf) }}
 // Read, Write, Hold and the deadline setters run on the connection's
 // goroutine, as fasthttp's server calls them; Close may run on another
 // (fasthttp's Shutdown closing idle connections) and writes a held
-// response before it closes. Once no response is held, the methods are
-// as safe for concurrent use as net.Conn's when one goroutine reads and
-// sets read deadlines and another writes and sets write deadlines, as a
-// hijacked connection's two pumps do: the read side's state is the
-// reader's alone, and the write side's is under mu.
+// response before it closes. Once no response is held and SetDeadline
+// has put a deadline in force (fasthttp's server calls it before it hands
+// a connection to a hijack handler), the methods are as safe for
+// concurrent use as net.Conn's: a hijacked connection's two pumps, and a
+// third goroutine that ends both with SetDeadline. From then on the read
+// side's state is only read, and the write side's is under mu.
 type ServerConn struct {
 	Conn
 	patience time.Duration
@@ -252,7 +253,9 @@ func (c *ServerConn) setReadDeadline(t time.Time) {
 // t in force before it reads.
 func (c *ServerConn) SetReadDeadline(t time.Time) error {
 	if !c.armed && !c.short {
-		c.kept = time.Time{}
+		if !c.kept.IsZero() {
+			c.kept = time.Time{}
+		}
 		return c.TCPConn.SetReadDeadline(t)
 	}
 	c.rd, c.rdSet = t, true
@@ -289,9 +292,14 @@ func (c *ServerConn) payWriteDeadline() {
 	}
 }
 
-// SetDeadline sets the read and write deadlines.
+// SetDeadline sets the read and write deadlines. When no response is
+// held, both are in force when it returns, the read deadline too.
 func (c *ServerConn) SetDeadline(t time.Time) error {
-	if err := c.SetReadDeadline(t); err != nil {
+	if !c.armed && c.short {
+		c.short = false
+		c.rd, c.rdSet = t, true
+		c.setReadDeadline(t)
+	} else if err := c.SetReadDeadline(t); err != nil {
 		return err
 	}
 	return c.SetWriteDeadline(t)

@@ -333,6 +333,41 @@ func TestServerConnDeadlines(t *testing.T) {
 		read("early")
 	})
 
+	t.Run("after SetDeadline, another goroutine's deadline ends a read", func(t *testing.T) {
+		// As a hijacked connection: fasthttp sets both deadlines before
+		// it hands the connection over, then one pump reads while the
+		// tunnel's close sets a past deadline from another goroutine.
+		sc, client := accepted(t, time.Minute)
+		sc.Hold()
+		_, _ = sc.Write([]byte("101"))
+		_ = sc.SetReadDeadline(time.Now().Add(10 * time.Minute))
+		go func() {
+			readN(t, client, 3)
+			_, _ = client.Write([]byte("upgrade"))
+		}()
+		p := make([]byte, 64)
+		if n, err := sc.Read(p); err != nil || string(p[:n]) != "upgrade" {
+			t.Fatalf("server Read = %q, %v", p[:n], err)
+		}
+		_ = sc.SetReadDeadline(time.Now().Add(time.Minute)) // the request's read timeout
+		_ = sc.SetDeadline(time.Time{})                     // before the hijack
+		pumping := make(chan struct{})
+		read := make(chan error, 1)
+		go func() {
+			_ = sc.SetReadDeadline(time.Now().Add(time.Minute)) // the pump's idle timeout
+			close(pumping)
+			_, err := sc.Read(p)
+			read <- err
+		}()
+		<-pumping
+		go func() { _ = sc.SetDeadline(time.Unix(1, 0)) }() // the tunnel's close
+		var err error
+		within(t, "the pump's Read after the close", func() { err = <-read })
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("pump's Read = %v, want the close's deadline", err)
+		}
+	})
+
 	t.Run("a write deadline set while held bounds a write that waits", func(t *testing.T) {
 		sc, client := accepted(t, time.Minute)
 		t.Cleanup(func() { client.Close() }) // first: it ends a write that waits
