@@ -179,7 +179,7 @@ func (c *ServerConn) Read(p []byte) (int, error) {
 	if !c.armed {
 		if c.short { // the patient wait's deadline is in force, not rd
 			c.short = false
-			c.setReadDeadline(c.rd)
+			_ = c.setReadDeadline(c.rd)
 		}
 		return c.TCPConn.Read(p)
 	}
@@ -215,7 +215,7 @@ func (c *ServerConn) Read(p []byte) (int, error) {
 		// Patience is over, not the server's deadline: look for a request
 		// that came before the response went out, and wait on.
 		c.short = false
-		c.setReadDeadline(c.rd)
+		_ = c.setReadDeadline(c.rd)
 		return c.TCPConn.Read(p)
 	}
 	return n, err
@@ -237,15 +237,19 @@ func (c *ServerConn) beginPatience() {
 		if c.kept.After(short.Add(-c.patience/4)) && !c.kept.After(short) {
 			return
 		}
-		c.setReadDeadline(short)
+		_ = c.setReadDeadline(short)
 		c.kept = short
 	}
 }
 
-// setReadDeadline puts t in force for reads.
-func (c *ServerConn) setReadDeadline(t time.Time) {
-	c.kept = time.Time{}
-	_ = c.TCPConn.SetReadDeadline(t)
+// setReadDeadline puts t in force for reads. It writes kept only when
+// kept is set, so that once it is zero (after SetDeadline) a hijacked
+// connection's goroutines only read the read side's state.
+func (c *ServerConn) setReadDeadline(t time.Time) error {
+	if !c.kept.IsZero() {
+		c.kept = time.Time{}
+	}
+	return c.TCPConn.SetReadDeadline(t)
 }
 
 // SetReadDeadline sets the read deadline. While a response is held, the
@@ -253,10 +257,7 @@ func (c *ServerConn) setReadDeadline(t time.Time) {
 // t in force before it reads.
 func (c *ServerConn) SetReadDeadline(t time.Time) error {
 	if !c.armed && !c.short {
-		if !c.kept.IsZero() {
-			c.kept = time.Time{}
-		}
-		return c.TCPConn.SetReadDeadline(t)
+		return c.setReadDeadline(t)
 	}
 	c.rd, c.rdSet = t, true
 	if !c.armed {
@@ -267,8 +268,7 @@ func (c *ServerConn) SetReadDeadline(t time.Time) error {
 	if c.short {
 		return nil
 	}
-	c.kept = time.Time{}
-	return c.TCPConn.SetReadDeadline(t)
+	return c.setReadDeadline(t)
 }
 
 // SetWriteDeadline sets the write deadline; while a response is held, it
@@ -298,7 +298,9 @@ func (c *ServerConn) SetDeadline(t time.Time) error {
 	if !c.armed && c.short {
 		c.short = false
 		c.rd, c.rdSet = t, true
-		c.setReadDeadline(t)
+		if err := c.setReadDeadline(t); err != nil {
+			return err
+		}
 	} else if err := c.SetReadDeadline(t); err != nil {
 		return err
 	}
