@@ -622,6 +622,8 @@ routes:
 
 		// Anchors and aliases.
 		{"anchor that contains itself", "trusted_proxies: &x [*x]\n" + head, []want{{1, "found a list where a string is expected"}}},
+		{"anchor merged into itself", head + "    timeouts: &t {<<: *t}\n", []want{{7, "anchor 't' value contains itself"}}},
+		{"anchor merged into itself, in a mapping of names", head + "    weights: &w {<<: *w}\n", []want{{7, "anchor 'w' value contains itself"}}},
 		{"unknown anchor", head + "    stable: *nope\n", []want{{7, "unknown anchor 'nope' referenced"}}},
 		{"merge key with a number", head + "    timeouts: {<<: 5}\n", []want{{7, "the merge key << needs a mapping or a list of mappings"}}},
 		{"list as a version name", strings.Replace(head, "      canary:", "      [canary]:", 1), []want{{5, "a key must be a name, not a list or a mapping"}}},

@@ -349,6 +349,11 @@ func checkForm(file string, n *yaml.Node, t reflect.Type) []*Problem {
 		probs = append(probs, &Problem{File: file, Line: n.Line, Msg: msg})
 	}
 	budget := maxFormChecks
+	// The anchors whose values are being walked: an alias to one of them
+	// is inside its own anchor's value (&a {<<: *a}), a cycle that yaml.v3
+	// reports with the anchor's line ("value contains itself"); followed,
+	// it would recurse until the stack overflows.
+	walking := map[*yaml.Node]bool{}
 	var walk func(n *yaml.Node, t reflect.Type)
 	// walkMerge follows a merge key (<<: *defaults), whose value is a
 	// mapping or a list of mappings merged into the mapping it is in; it
@@ -387,7 +392,12 @@ func checkForm(file string, n *yaml.Node, t reflect.Type) []*Problem {
 			return
 		}
 		if n.Kind == yaml.AliasNode {
+			if n.Alias == nil || walking[n.Alias] {
+				return
+			}
+			walking[n.Alias] = true
 			walk(n.Alias, t)
+			delete(walking, n.Alias)
 			return
 		}
 		if reflect.PointerTo(t).Implements(unmarshalerType) {
