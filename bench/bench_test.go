@@ -131,7 +131,7 @@ func TestReport(t *testing.T) {
 		runs := []runResult{{IdleConns: 10, BytesPerConn: 1000, PeakRSS: 1 << 20, Requests: 10, Blue: 9, Canary: 1}}
 		idle.Proxies = append(idle.Proxies, &proxyResult{Proxy: p, Runs: runs, Median: medianOf(runs)})
 	}
-	r := &report{Date: time.Unix(0, 0).UTC(), Options: &options{rounds: 1, duration: time.Second, proxyCPU: "0", loadCPU: "1"},
+	r := &report{Date: time.Unix(0, 0).UTC(), Options: &options{rounds: 1, duration: time.Second, proxyCPU: "0", loadCPU: "1", upstreamEngine: "epoll"},
 		Scenarios: []*scenarioResult{sr, idle}, Command: "go run ./bench"}
 
 	md := r.markdown()

@@ -47,7 +47,9 @@ type options struct {
 	veerRev   string
 	baseRev   string
 	maxOther  float64
-	redo      int
+	// upstreamEngine is bench/upstream's -engine: epoll or fasthttp.
+	upstreamEngine string
+	redo           int
 }
 
 func main() {
@@ -88,6 +90,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.redo, "redo", 2, "at most this many redos per run for -max-other-cpu; the least disturbed attempt is kept")
 	fs.StringVar(&o.veerSrc, "veer-src", "", "build veer from this checkout `DIR` instead of this one (before/after comparisons)")
 	fs.StringVar(&o.veerRev, "veer-rev", "", "build veer from this git `REVISION` of this repository (git archive), not the working tree")
+	fs.StringVar(&o.upstreamEngine, "upstream-engine", "epoll", "`ENGINE` of the harness's upstream: epoll (its own event loop, the cheapest) or fasthttp")
 	fs.StringVar(&o.baseRev, "base-rev", "", "also run veer built from this git `REVISION`, as the proxy veer-base taking its turn after veer: a before/after in one run")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: go run ./bench [flags]\n\nRuns veer, nginx and HAProxy side by side; see bench/README.md.\n\n")
@@ -117,6 +120,9 @@ func parseFlags(args []string) (*options, error) {
 		if !set["redo"] {
 			o.redo = 0
 		}
+	}
+	if o.upstreamEngine != "epoll" && o.upstreamEngine != "fasthttp" {
+		return nil, fmt.Errorf("-upstream-engine %q: want epoll or fasthttp", o.upstreamEngine)
 	}
 	if o.veerSrc != "" && o.veerRev != "" {
 		return nil, errors.New("-veer-src and -veer-rev exclude each other")

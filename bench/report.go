@@ -191,10 +191,10 @@ func (r *report) markdown() string {
 	}
 	fmt.Fprintf(&b, "| nginx | %s |\n| HAProxy | %s |\n| load generator | wrk %s |\n\n", m.Nginx, m.HAProxy, strings.TrimPrefix(m.Wrk, "wrk "))
 	fmt.Fprintf(&b, "Each proxy runs alone on CPU %s with one worker (veer `GOMAXPROCS=1`, nginx `worker_processes 1`, HAProxy `nbthread 1`); "+
-		"wrk (one thread) and the upstream share CPU %s. The proxies take turns, round after round. "+
+		"wrk (one thread) and the upstream (bench/upstream, %s engine) share CPU %s. The proxies take turns, round after round. "+
 		"Latencies are wrk's, in milliseconds; CPU is the proxy's user+system time per 100,000 requests, and kernel %% the share of it spent in the kernel (system calls, the TCP stack); "+
 		"peak RSS is VmHWM (nginx: master + worker); canary %% is the canary upstream's share of the requests it and blue counted (configured: %d%%). "+
-		"The last column is veer's requests/s divided by that row's.\n\n", r.Options.proxyCPU, r.Options.loadCPU, weightCanary)
+		"The last column is veer's requests/s divided by that row's.\n\n", r.Options.proxyCPU, r.Options.upstreamEngine, r.Options.loadCPU, weightCanary)
 
 	if noisy := r.noisyRuns(); busy(r.LoadStart) || len(noisy) > 0 {
 		fmt.Fprintf(&b, "**The machine was not quiet**: load average %s before the first run; %d of %d measured runs had other processes using more than %.0f%% of a CPU (the \"others' CPU\" column, median per row). "+

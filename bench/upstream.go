@@ -40,7 +40,7 @@ func startUpstream(ctx context.Context, e *env) (*upstream, error) {
 	defer logf.Close()
 	bin := filepath.Join(e.tmp, "upstream")
 	cmd := exec.Command("taskset", "-c", e.o.loadCPU, bin,
-		"-listen", fmt.Sprintf("127.0.0.1:%d,127.0.0.1:%d", blue, canary))
+		"-listen", fmt.Sprintf("127.0.0.1:%d,127.0.0.1:%d", blue, canary), "-engine", e.o.upstreamEngine)
 	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -54,7 +54,7 @@ func startUpstream(ctx context.Context, e *env) (*upstream, error) {
 			return nil, fmt.Errorf("upstream: %w", err)
 		}
 	}
-	e.log("upstream on 127.0.0.1:%d (blue) and :%d (canary), pid %d", blue, canary, cmd.Process.Pid)
+	e.log("upstream (%s engine) on 127.0.0.1:%d (blue) and :%d (canary), pid %d", e.o.upstreamEngine, blue, canary, cmd.Process.Pid)
 	return u, nil
 }
 

@@ -1,4 +1,4 @@
-// Command upstream is the bench harness's fast origin: a fasthttp server
+// Command upstream is the bench harness's fast origin: an HTTP/1.1 server
 // on one or more loopback ports that answers every request from memory, so
 // that the proxy in front of it, not the origin, is what a run measures.
 //
@@ -8,7 +8,13 @@
 // requests this port has served since it started, as a decimal number,
 // which is how the harness checks the blue/canary split.
 //
-// Usage: upstream -listen 127.0.0.1:9001,127.0.0.1:9002
+// Two engines serve the same answers. The default, epoll, is an event loop
+// of its own (loop_linux.go): wrk and the upstream share one CPU in the
+// harness, and what they spend per request caps every proxy alike, so the
+// upstream spends as little as it can. -engine fasthttp is a fasthttp
+// server on sock's listener, as the harness used before.
+//
+// Usage: upstream -listen 127.0.0.1:9001,127.0.0.1:9002 [-engine epoll|fasthttp]
 package main
 
 import (
@@ -75,58 +81,90 @@ var (
 	pathSize   = []byte("/size/")
 )
 
-func handler(count *atomic.Int64, cache *bodies) fasthttp.RequestHandler {
+// respond is the answer to a request for path on a port that has counted
+// *count requests: its status line text, its body, and whether the request
+// was counted.
+func respond(path []byte, count *int64, cache *bodies) (status string, body []byte, counted bool) {
+	switch {
+	case bytes.Equal(path, pathHealth):
+		return "200 OK", okBody, false
+	case bytes.Equal(path, pathCount):
+		return "200 OK", strconv.AppendInt(nil, atomic.LoadInt64(count), 10), false
+	}
+	atomic.AddInt64(count, 1)
+	if bytes.HasPrefix(path, pathSize) {
+		body, ok := cache.get(path[len(pathSize):])
+		if !ok {
+			return "400 Bad Request", badSize, true
+		}
+		return "200 OK", body, true
+	}
+	return "200 OK", small, true
+}
+
+var (
+	okBody  = []byte("ok\n")
+	badSize = []byte("bad size\n")
+)
+
+// handler is the fasthttp engine's handler for one port.
+func handler(count *int64, cache *bodies) fasthttp.RequestHandler {
 	return func(ctx *fasthttp.RequestCtx) {
 		if sc, ok := ctx.Conn().(*sock.ServerConn); ok && !ctx.Request.Header.ConnectionClose() {
 			sc.Hold() // the answer is whole, and the body (if any) read
 		}
-		p := ctx.Path()
-		switch {
-		case bytes.Equal(p, pathHealth):
-			ctx.SetBodyString("ok\n")
-			return
-		case bytes.Equal(p, pathCount):
-			ctx.SetBodyString(strconv.FormatInt(count.Load(), 10))
-			return
+		status, body, _ := respond(ctx.Path(), count, cache)
+		if status != "200 OK" {
+			ctx.SetStatusCode(fasthttp.StatusBadRequest)
 		}
-		count.Add(1)
-		if bytes.HasPrefix(p, pathSize) {
-			body, ok := cache.get(p[len(pathSize):])
-			if !ok {
-				ctx.Error("bad size\n", fasthttp.StatusBadRequest)
-				return
-			}
-			ctx.SetBody(body)
-			return
-		}
-		ctx.SetBody(small)
+		ctx.SetBody(body)
 	}
+}
+
+func fasthttpServer(count *int64, cache *bodies) *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:                      handler(count, cache),
+		Name:                         "bench-upstream",
+		NoDefaultDate:                true,
+		NoDefaultContentType:         true,
+		DisablePreParseMultipartForm: true,
+		MaxRequestBodySize:           64 << 20,
+		ReadBufferSize:               16 << 10,
+	}
+}
+
+// serveFasthttp runs the fasthttp engine on addrs; it returns only on
+// failure.
+func serveFasthttp(addrs []string, cache *bodies) error {
+	errc := make(chan error, len(addrs))
+	for _, addr := range addrs {
+		// sock's listener, as veer's: an answer goes out with the wait for
+		// the next request, one system call fewer per request.
+		ln, err := sock.Listen(addr, 50*time.Millisecond)
+		if err != nil {
+			return err
+		}
+		s := fasthttpServer(new(int64), cache)
+		go func() { errc <- s.Serve(ln) }()
+	}
+	fmt.Fprintln(os.Stdout, "ready")
+	return <-errc
 }
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:9001", "comma-separated `ADDRS` to serve on")
+	engine := flag.String("engine", "epoll", "`ENGINE` that serves: epoll (an event loop of its own, Linux) or fasthttp")
 	flag.Parse()
 	cache := &bodies{m: map[string][]byte{}}
-	errc := make(chan error, 1)
-	for _, addr := range strings.Split(*listen, ",") {
-		// sock's listener, as veer's: an answer goes out with the wait for
-		// the next request, one system call fewer per request on the CPU
-		// the upstream shares with wrk, for every proxy alike.
-		ln, err := sock.Listen(addr, 50*time.Millisecond)
-		if err != nil {
-			log.Fatalf("upstream: %v", err)
-		}
-		s := &fasthttp.Server{
-			Handler:                      handler(new(atomic.Int64), cache),
-			Name:                         "bench-upstream",
-			NoDefaultDate:                true,
-			NoDefaultContentType:         true,
-			DisablePreParseMultipartForm: true,
-			MaxRequestBodySize:           64 << 20,
-			ReadBufferSize:               16 << 10,
-		}
-		go func() { errc <- s.Serve(ln) }()
+	addrs := strings.Split(*listen, ",")
+	var err error
+	switch *engine {
+	case "epoll":
+		err = serveLoop(addrs, cache, func(*loop) { fmt.Fprintln(os.Stdout, "ready") })
+	case "fasthttp":
+		err = serveFasthttp(addrs, cache)
+	default:
+		err = fmt.Errorf("-engine %q: want epoll or fasthttp", *engine)
 	}
-	fmt.Fprintln(os.Stdout, "ready")
-	log.Fatalf("upstream: %v", <-errc)
+	log.Fatalf("upstream: %v", err)
 }
