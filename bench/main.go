@@ -49,6 +49,8 @@ type options struct {
 	maxOther  float64
 	// upstreamEngine is bench/upstream's -engine: epoll or fasthttp.
 	upstreamEngine string
+	// baseGo is a GOROOT whose bin/go builds veer-base (-base-go).
+	baseGo string
 	redo           int
 }
 
@@ -90,6 +92,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.redo, "redo", 2, "at most this many redos per run for -max-other-cpu; the least disturbed attempt is kept")
 	fs.StringVar(&o.veerSrc, "veer-src", "", "build veer from this checkout `DIR` instead of this one (before/after comparisons)")
 	fs.StringVar(&o.veerRev, "veer-rev", "", "build veer from this git `REVISION` of this repository (git archive), not the working tree")
+	fs.StringVar(&o.baseGo, "base-go", "", "also run veer built with the Go toolchain in `GOROOT` (its bin/go), as veer-base, from -base-rev or else from veer's own source: a toolchain before/after, such as bench/netpoll-fifo.sh's")
 	fs.StringVar(&o.upstreamEngine, "upstream-engine", "epoll", "`ENGINE` of the harness's upstream: epoll (its own event loop, the cheapest) or fasthttp")
 	fs.StringVar(&o.baseRev, "base-rev", "", "also run veer built from this git `REVISION`, as the proxy veer-base taking its turn after veer: a before/after in one run")
 	fs.Usage = func() {
@@ -147,12 +150,17 @@ func parseFlags(args []string) (*options, error) {
 			return nil, fmt.Errorf("unknown proxy %q; have %s", p, strings.Join(proxyNames, ","))
 		}
 		o.proxies = append(o.proxies, p)
-		if p == "veer" && o.baseRev != "" {
+		if p == "veer" && (o.baseRev != "" || o.baseGo != "") {
 			o.proxies = append(o.proxies, baseName)
 		}
 	}
-	if o.baseRev != "" && !slices.Contains(o.proxies, baseName) {
-		return nil, errors.New("-base-rev compares with veer: -proxies must include veer")
+	if (o.baseRev != "" || o.baseGo != "") && !slices.Contains(o.proxies, baseName) {
+		return nil, errors.New("-base-rev and -base-go compare with veer: -proxies must include veer")
+	}
+	if o.baseGo != "" {
+		if _, err := os.Stat(filepath.Join(o.baseGo, "bin", "go")); err != nil {
+			return nil, fmt.Errorf("-base-go %s: no bin/go there: %v", o.baseGo, err)
+		}
 	}
 	return o, nil
 }
@@ -285,6 +293,9 @@ func commandLine(o *options) string {
 	}
 	if o.baseRev != "" {
 		s += " -base-rev " + o.baseRev
+	}
+	if o.baseGo != "" {
+		s += " -base-go " + o.baseGo
 	}
 	if o.syscalls {
 		s += " -syscalls"
@@ -420,19 +431,10 @@ func (e *env) build(ctx context.Context) error {
 		}
 		e.o.veerSrc = src
 	}
-	if rev := e.o.baseRev; rev != "" {
-		src, err := e.archive(ctx, rev, "base-src")
-		if err != nil {
+	if e.o.baseRev != "" || e.o.baseGo != "" {
+		if err := e.buildBase(ctx); err != nil {
 			return err
 		}
-		out := filepath.Join(e.tmp, "veer-base")
-		e.log("go build -o %s ./cmd/veer (%s)", out, rev)
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/veer")
-		cmd.Dir = src
-		if msg, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("go build veer at %s: %v\n%s", rev, err, msg)
-		}
-		e.veerBase = out
 	}
 	bins := []struct {
 		dst *string
@@ -459,6 +461,38 @@ func (e *env) build(ctx context.Context) error {
 			*b.dst = out
 		}
 	}
+	return nil
+}
+
+// buildBase compiles veer-base: from -base-rev's source, or veer's own,
+// with -base-go's toolchain, or the one that builds veer.
+func (e *env) buildBase(ctx context.Context) error {
+	src, what := e.root, "this tree"
+	if e.o.veerSrc != "" {
+		src, what = e.o.veerSrc, e.o.veerSrc
+	}
+	if rev := e.o.baseRev; rev != "" {
+		var err error
+		if src, err = e.archive(ctx, rev, "base-src"); err != nil {
+			return err
+		}
+		what = rev
+	}
+	goBin, env := "go", os.Environ()
+	if e.o.baseGo != "" {
+		goBin = filepath.Join(e.o.baseGo, "bin", "go")
+		// GOTOOLCHAIN=local: that toolchain itself, not one go.mod asks for.
+		env = append(env, "GOROOT="+e.o.baseGo, "GOTOOLCHAIN=local")
+		what += " with " + goBin
+	}
+	out := filepath.Join(e.tmp, "veer-base")
+	e.log("go build -o %s ./cmd/veer (%s)", out, what)
+	cmd := exec.CommandContext(ctx, goBin, "build", "-o", out, "./cmd/veer")
+	cmd.Dir, cmd.Env = src, env
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build veer-base (%s): %v\n%s", what, err, msg)
+	}
+	e.veerBase = out
 	return nil
 }
 

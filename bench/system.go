@@ -23,7 +23,7 @@ type machine struct {
 	Kernel  string
 	Go      string
 	Veer    string // git revision, with "-dirty" when the tree had changes
-	Base    string // -base-rev's revision ("" without it)
+	Base    string // -base-rev's revision and -base-go's toolchain ("" without them)
 	Nginx   string
 	HAProxy string
 	Wrk     string
@@ -57,6 +57,11 @@ func describeMachine(ctx context.Context, e *env) machine {
 	}
 	if e.o.baseRev != "" {
 		m.Base = run(e.root, "git", "rev-parse", "--short=12", e.o.baseRev+"^{commit}")
+	} else if e.o.baseGo != "" {
+		m.Base = "veer's own source"
+	}
+	if e.o.baseGo != "" {
+		m.Base += " built with " + run("", filepath.Join(e.o.baseGo, "bin", "go"), "version") + " from " + e.o.baseGo
 	}
 	m.Nginx = strings.TrimPrefix(firstLine(run("", e.nginx, "-v")), "nginx version: nginx/")
 	m.HAProxy = firstLine(run("", e.haproxy, "-v"))
