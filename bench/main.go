@@ -51,7 +51,7 @@ type options struct {
 	upstreamEngine string
 	// baseGo is a GOROOT whose bin/go builds veer-base (-base-go).
 	baseGo string
-	redo           int
+	redo   int
 }
 
 func main() {
