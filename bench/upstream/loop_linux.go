@@ -159,10 +159,11 @@ func (l *loop) ctl(op, fd int, events uint32) error {
 	return nil
 }
 
-// grow returns s long enough to index it with fd.
+// grow returns s long enough to index it with fd, doubling it at least
+// when it must grow, so that accepting n connections copies O(n) entries.
 func grow[T any](s []*T, fd int) []*T {
 	if fd >= len(s) {
-		s = append(s, make([]*T, fd+1-len(s))...)
+		s = append(s, make([]*T, max(fd+1, 2*len(s))-len(s))...)
 	}
 	return s
 }
