@@ -216,6 +216,38 @@ func TestBaseRevFlag(t *testing.T) {
 	}
 }
 
+func TestBaseGoAndEngineFlags(t *testing.T) {
+	goroot := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(goroot, "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(goroot, "bin", "go"), nil, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	o, err := parseFlags([]string{"-base-go", goroot, "-upstream-engine", "fasthttp", "-proxies", "veer,haproxy"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(o.proxies, ","); got != "veer,veer-base,haproxy" {
+		t.Errorf("proxies %s, want veer,veer-base,haproxy", got)
+	}
+	if got := commandLine(o); !strings.Contains(got, "-base-go "+goroot) || !strings.Contains(got, "-upstream-engine fasthttp") {
+		t.Errorf("command line %q does not reproduce the run", got)
+	}
+	if o, err := parseFlags(nil); err != nil || o.upstreamEngine != "epoll" || strings.Contains(commandLine(o), "-upstream-engine") {
+		t.Errorf("default engine: %+v, %v", o, err)
+	}
+	for _, args := range [][]string{
+		{"-base-go", t.TempDir()},                 // no bin/go
+		{"-base-go", goroot, "-proxies", "nginx"}, // nothing to compare with
+		{"-upstream-engine", "netty"},
+	} {
+		if _, err := parseFlags(args); err == nil {
+			t.Errorf("%q was accepted", args)
+		}
+	}
+}
+
 func TestPairedRatio(t *testing.T) {
 	rps := func(x *runResult) float64 { return x.RPS }
 	run := func(round int, v float64) runResult { return runResult{Round: round, RPS: v} }

@@ -158,6 +158,12 @@ func parseFlags(args []string) (*options, error) {
 		return nil, errors.New("-base-rev and -base-go compare with veer: -proxies must include veer")
 	}
 	if o.baseGo != "" {
+		// Absolute: veer-base is built in another directory.
+		abs, err := filepath.Abs(o.baseGo)
+		if err != nil {
+			return nil, fmt.Errorf("-base-go %s: %v", o.baseGo, err)
+		}
+		o.baseGo = abs
 		if _, err := os.Stat(filepath.Join(o.baseGo, "bin", "go")); err != nil {
 			return nil, fmt.Errorf("-base-go %s: no bin/go there: %v", o.baseGo, err)
 		}
@@ -296,6 +302,9 @@ func commandLine(o *options) string {
 	}
 	if o.baseGo != "" {
 		s += " -base-go " + o.baseGo
+	}
+	if o.upstreamEngine != "epoll" {
+		s += " -upstream-engine " + o.upstreamEngine
 	}
 	if o.syscalls {
 		s += " -syscalls"
