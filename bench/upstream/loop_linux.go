@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"syscall"
 	"unsafe"
+
+	"github.com/valyala/fasthttp"
 )
 
 // The epoll engine: one goroutine on one locked thread runs a level-
@@ -50,6 +52,7 @@ type econn struct {
 	state int      // stHead, ...
 	left  int64    // bytes still to skip in stBody / stChunkData
 	req   request  // the request whose body is being skipped
+	path  []byte   // c.req.path's bytes: the read buffer is reused before a body ends
 	q     [][]byte // output not yet written, in order
 	buf   []byte   // heads and small bodies; q holds slices of it
 	mark  int      // buf[mark:] is output not yet in q
@@ -59,9 +62,9 @@ type econn struct {
 
 // request is what an answer depends on.
 type request struct {
-	head  bool // HEAD: the answer has no body
-	close bool // the client asked to close, or spoke HTTP/1.0 without keep-alive
-	path  []byte
+	head  bool   // HEAD: the answer has no body
+	close bool   // the client asked to close, or spoke HTTP/1.0 without keep-alive
+	path  []byte // in the read buffer until consume copies it to econn.path
 }
 
 // loop is the engine: the listeners, their connections and the shared read
@@ -268,17 +271,19 @@ func (l *loop) consume(c *econn, data []byte) ([]byte, bool) {
 			end := bytes.Index(data, crlfcrlf)
 			if end < 0 {
 				if len(data) > maxHead {
-					l.answerError(c, "431 Request Header Fields Too Large")
+					l.answerError(c, fasthttp.StatusRequestHeaderFieldsTooLarge)
 					return nil, false
 				}
 				return data, true
 			}
 			r, body, chunked, ok := parseHead(data[:end+2])
 			if !ok {
-				l.answerError(c, "400 Bad Request")
+				l.answerError(c, fasthttp.StatusBadRequest)
 				return nil, false
 			}
 			data = data[end+4:]
+			c.path = append(c.path[:0], r.path...)
+			r.path = c.path
 			c.req = r
 			switch {
 			case chunked:
@@ -303,7 +308,7 @@ func (l *loop) consume(c *econn, data []byte) ([]byte, bool) {
 			nl := bytes.IndexByte(data, '\n')
 			if nl < 0 {
 				if len(data) > maxHead {
-					l.answerError(c, "400 Bad Request")
+					l.answerError(c, fasthttp.StatusBadRequest)
 					return nil, false
 				}
 				return data, true
@@ -319,7 +324,7 @@ func (l *loop) consume(c *econn, data []byte) ([]byte, bool) {
 			}
 			size, ok := chunkSize(line)
 			if !ok {
-				l.answerError(c, "400 Bad Request")
+				l.answerError(c, fasthttp.StatusBadRequest)
 				return nil, false
 			}
 			if size == 0 {
@@ -419,22 +424,24 @@ func chunkSize(line []byte) (int64, bool) {
 
 // answer queues the answer to c.req.
 func (l *loop) answer(c *econn) {
-	status, body, _ := respond(c.req.path, &c.port.count, l.cache)
-	l.queue(c, status, body, c.req.head, c.req.close)
+	code, body := respond(c.req.path, &c.port.count, l.cache)
+	l.queue(c, code, body, c.req.head, c.req.close)
 }
 
 // answerError queues an error answer after which the connection closes.
-func (l *loop) answerError(c *econn, status string) {
-	l.queue(c, status, []byte(status[4:]+"\n"), false, true)
+func (l *loop) answerError(c *econn, code int) {
+	l.queue(c, code, []byte(fasthttp.StatusMessage(code)+"\n"), false, true)
 }
 
 // bigBody is the size from which a body is written from the cache, not
 // copied next to its head.
 const bigBody = 4 << 10
 
-func (l *loop) queue(c *econn, status string, body []byte, head, closing bool) {
+func (l *loop) queue(c *econn, code int, body []byte, head, closing bool) {
 	t := append(c.buf, "HTTP/1.1 "...)
-	t = append(t, status...)
+	t = strconv.AppendInt(t, int64(code), 10)
+	t = append(t, ' ')
+	t = append(t, fasthttp.StatusMessage(code)...)
 	t = append(t, "\r\nServer: bench-upstream\r\nContent-Length: "...)
 	t = strconv.AppendInt(t, int64(len(body)), 10)
 	if closing {

@@ -82,24 +82,24 @@ var (
 )
 
 // respond is the answer to a request for path on a port that has counted
-// *count requests: its status line text, its body, and whether the request
-// was counted.
-func respond(path []byte, count *int64, cache *bodies) (status string, body []byte, counted bool) {
+// *count requests: its status code and body. It counts the request unless
+// it is for /healthz or /__bench/count.
+func respond(path []byte, count *int64, cache *bodies) (code int, body []byte) {
 	switch {
 	case bytes.Equal(path, pathHealth):
-		return "200 OK", okBody, false
+		return fasthttp.StatusOK, okBody
 	case bytes.Equal(path, pathCount):
-		return "200 OK", strconv.AppendInt(nil, atomic.LoadInt64(count), 10), false
+		return fasthttp.StatusOK, strconv.AppendInt(nil, atomic.LoadInt64(count), 10)
 	}
 	atomic.AddInt64(count, 1)
 	if bytes.HasPrefix(path, pathSize) {
 		body, ok := cache.get(path[len(pathSize):])
 		if !ok {
-			return "400 Bad Request", badSize, true
+			return fasthttp.StatusBadRequest, badSize
 		}
-		return "200 OK", body, true
+		return fasthttp.StatusOK, body
 	}
-	return "200 OK", small, true
+	return fasthttp.StatusOK, small
 }
 
 var (
@@ -113,10 +113,8 @@ func handler(count *int64, cache *bodies) fasthttp.RequestHandler {
 		if sc, ok := ctx.Conn().(*sock.ServerConn); ok && !ctx.Request.Header.ConnectionClose() {
 			sc.Hold() // the answer is whole, and the body (if any) read
 		}
-		status, body, _ := respond(ctx.Path(), count, cache)
-		if status != "200 OK" {
-			ctx.SetStatusCode(fasthttp.StatusBadRequest)
-		}
+		code, body := respond(ctx.Path(), count, cache)
+		ctx.SetStatusCode(code)
 		ctx.SetBody(body)
 	}
 }

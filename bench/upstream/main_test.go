@@ -142,6 +142,15 @@ func TestEngines(t *testing.T) {
 				c.want(200, "hello, bench\n")
 				c.want(200, "hello, bench\n")
 			})
+			t.Run("path of a request whose body comes later", func(t *testing.T) {
+				// The answer is made after the body's last read: the path
+				// must survive the reads in between.
+				c := dial(t, addr)
+				c.send("POST /size/5 HTTP/1.1\r\nHost: u\r\nContent-Length: 40\r\n\r\n")
+				time.Sleep(20 * time.Millisecond) // let the head be read on its own
+				c.send(strings.Repeat("z", 40))
+				c.want(200, "xxxxx")
+			})
 			t.Run("chunked body", func(t *testing.T) {
 				c := dial(t, addr)
 				c.send("POST / HTTP/1.1\r\nHost: u\r\nTransfer-Encoding: chunked\r\n\r\n",
