@@ -180,6 +180,9 @@ func TestQuick(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !strings.Contains(string(md), "the release build (cmd/veer-build") {
+		t.Errorf("results.md does not say veer was the release build:\n%s", md)
+	}
 	for _, p := range proxyNames {
 		if !strings.Contains(string(md), "| GET 64 conns | "+p+" |") {
 			t.Errorf("results.md has no get64 row for %s:\n%s", p, md)
@@ -213,6 +216,34 @@ func TestBaseRevFlag(t *testing.T) {
 	}
 	if _, err := parseFlags([]string{"-base-rev", "HEAD~1", "-proxies", "nginx"}); err == nil {
 		t.Error("-base-rev without veer among the proxies was accepted")
+	}
+}
+
+func TestStockFlags(t *testing.T) {
+	o, err := parseFlags([]string{"-base-stock", "-proxies", "veer,haproxy"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(o.proxies, ","); got != "veer,veer-base,haproxy" {
+		t.Errorf("proxies %s, want veer,veer-base,haproxy", got)
+	}
+	if got := commandLine(o); !strings.Contains(got, " -base-stock") || strings.Contains(got, " -stock") {
+		t.Errorf("command line %q does not reproduce the run", got)
+	}
+	if o, err := parseFlags([]string{"-stock"}); err != nil || !o.stock || !strings.Contains(commandLine(o), " -stock") {
+		t.Errorf("-stock: %+v, %v", o, err)
+	}
+	if o, err := parseFlags(nil); err != nil || o.stock || o.hasBase() || strings.Contains(commandLine(o), "stock") {
+		t.Errorf("the default is the release build and no veer-base: %+v, %v", o, err)
+	}
+	for _, args := range [][]string{
+		{"-base-stock", "-stock"},
+		{"-base-stock", "-base-go", t.TempDir()},
+		{"-base-stock", "-proxies", "nginx"},
+	} {
+		if _, err := parseFlags(args); err == nil || !strings.Contains(err.Error(), "-base-stock") {
+			t.Errorf("%v: err = %v, want one naming -base-stock", args, err)
+		}
 	}
 }
 

@@ -26,6 +26,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/veer-proxy/veer/internal/gobuild"
 )
 
 // options are the command line.
@@ -52,6 +54,10 @@ type options struct {
 	// baseGo is a GOROOT whose bin/go builds veer-base (-base-go).
 	baseGo string
 	redo   int
+	// stock builds veer with Go's runtime as it is, not the release
+	// build's (-stock); baseStock runs that build beside the release one
+	// as veer-base (-base-stock).
+	stock, baseStock bool
 }
 
 func main() {
@@ -93,6 +99,8 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.veerSrc, "veer-src", "", "build veer from this checkout `DIR` instead of this one (before/after comparisons)")
 	fs.StringVar(&o.veerRev, "veer-rev", "", "build veer from this git `REVISION` of this repository (git archive), not the working tree")
 	fs.StringVar(&o.baseGo, "base-go", "", "also run veer built with the Go toolchain in `GOROOT` (its bin/go), as veer-base, from -base-rev or else from veer's own source: a toolchain before/after, such as bench/netpoll-fifo.sh's")
+	fs.BoolVar(&o.stock, "stock", false, "build veer with plain go build, Go's runtime as it is, instead of the release build (cmd/veer-build: netpoll in readiness order)")
+	fs.BoolVar(&o.baseStock, "base-stock", false, "also run veer's own source built with plain go build (Go's runtime as it is) as veer-base: the release build's runtime change before/after")
 	fs.StringVar(&o.upstreamEngine, "upstream-engine", "epoll", "`ENGINE` of the harness's upstream: epoll (its own event loop, the cheapest) or fasthttp")
 	fs.StringVar(&o.baseRev, "base-rev", "", "also run veer built from this git `REVISION`, as the proxy veer-base taking its turn after veer: a before/after in one run")
 	fs.Usage = func() {
@@ -150,12 +158,15 @@ func parseFlags(args []string) (*options, error) {
 			return nil, fmt.Errorf("unknown proxy %q; have %s", p, strings.Join(proxyNames, ","))
 		}
 		o.proxies = append(o.proxies, p)
-		if p == "veer" && (o.baseRev != "" || o.baseGo != "") {
+		if p == "veer" && o.hasBase() {
 			o.proxies = append(o.proxies, baseName)
 		}
 	}
-	if (o.baseRev != "" || o.baseGo != "") && !slices.Contains(o.proxies, baseName) {
-		return nil, errors.New("-base-rev and -base-go compare with veer: -proxies must include veer")
+	if o.hasBase() && !slices.Contains(o.proxies, baseName) {
+		return nil, errors.New("-base-rev, -base-go and -base-stock compare with veer: -proxies must include veer")
+	}
+	if o.baseStock && (o.stock || o.baseGo != "") {
+		return nil, errors.New("-base-stock compares the release build with a stock one: not with -stock or -base-go")
 	}
 	if o.baseGo != "" {
 		// Absolute: veer-base is built in another directory.
@@ -171,6 +182,9 @@ func parseFlags(args []string) (*options, error) {
 	return o, nil
 }
 
+// hasBase reports whether a veer-base runs beside veer.
+func (o *options) hasBase() bool { return o.baseRev != "" || o.baseGo != "" || o.baseStock }
+
 // env is what every run shares: tool paths, built binaries, the upstream.
 type env struct {
 	o        *options
@@ -184,6 +198,7 @@ type env struct {
 	wrk      string
 	perf     string // with -syscalls
 	veerBase string // with -base-rev
+	overlay  string // go build -overlay of the release build ("" with -stock)
 	up       *upstream
 	machine  machine
 	clkTck   float64
@@ -302,6 +317,12 @@ func commandLine(o *options) string {
 	}
 	if o.baseGo != "" {
 		s += " -base-go " + o.baseGo
+	}
+	if o.stock {
+		s += " -stock"
+	}
+	if o.baseStock {
+		s += " -base-stock"
 	}
 	if o.upstreamEngine != "epoll" {
 		s += " -upstream-engine " + o.upstreamEngine
@@ -430,8 +451,9 @@ func (e *env) archive(ctx context.Context, rev, name string) (string, error) {
 	return src, nil
 }
 
-// build compiles veer, the upstream, veer-base (with -base-rev) and
-// veerprof (with -profile).
+// build compiles veer, the upstream, veer-base (with -base-rev, -base-go
+// or -base-stock) and veerprof (with -profile). veer and veerprof are the
+// release build (cmd/veer-build's runtime overlay) unless -stock.
 func (e *env) build(ctx context.Context) error {
 	if rev := e.o.veerRev; rev != "" {
 		src, err := e.archive(ctx, rev, "src")
@@ -440,7 +462,20 @@ func (e *env) build(ctx context.Context) error {
 		}
 		e.o.veerSrc = src
 	}
-	if e.o.baseRev != "" || e.o.baseGo != "" {
+	if !e.o.stock {
+		// The overlay is the toolchain's, not the source's: it applies as
+		// well to a -veer-rev or -base-rev from before cmd/veer-build.
+		dir := filepath.Join(e.tmp, "overlay")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		overlay, err := gobuild.OverlayFor("go", e.root, dir)
+		if err != nil {
+			return fmt.Errorf("the release build: %v (-stock builds veer without it)", err)
+		}
+		e.overlay = overlay
+	}
+	if e.o.hasBase() {
 		if err := e.buildBase(ctx); err != nil {
 			return err
 		}
@@ -457,8 +492,12 @@ func (e *env) build(ctx context.Context) error {
 	}
 	for _, b := range bins {
 		out := filepath.Join(e.tmp, filepath.Base(b.pkg))
-		e.log("go build -o %s %s", out, b.pkg)
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", out, b.pkg)
+		args := []string{"build", "-o", out}
+		if e.overlay != "" && b.pkg != "./bench/upstream" {
+			args = append(args, "-overlay", e.overlay)
+		}
+		e.log("go %s %s", strings.Join(args, " "), b.pkg)
+		cmd := exec.CommandContext(ctx, "go", append(args, b.pkg)...)
 		cmd.Dir = e.root
 		if e.o.veerSrc != "" && b.pkg != "./bench/upstream" {
 			cmd.Dir = e.o.veerSrc
@@ -474,7 +513,8 @@ func (e *env) build(ctx context.Context) error {
 }
 
 // buildBase compiles veer-base: from -base-rev's source, or veer's own,
-// with -base-go's toolchain, or the one that builds veer.
+// with -base-go's toolchain, or the one that builds veer; the release
+// build unless -base-stock or -base-go (that toolchain as it is).
 func (e *env) buildBase(ctx context.Context) error {
 	src, what := e.root, "this tree"
 	if e.o.veerSrc != "" {
@@ -495,8 +535,12 @@ func (e *env) buildBase(ctx context.Context) error {
 		what += " with " + goBin
 	}
 	out := filepath.Join(e.tmp, "veer-base")
-	e.log("go build -o %s ./cmd/veer (%s)", out, what)
-	cmd := exec.CommandContext(ctx, goBin, "build", "-o", out, "./cmd/veer")
+	args := []string{"build", "-o", out}
+	if e.overlay != "" && !e.o.baseStock && e.o.baseGo == "" {
+		args = append(args, "-overlay", e.overlay)
+	}
+	e.log("%s %s ./cmd/veer (%s)", goBin, strings.Join(args, " "), what)
+	cmd := exec.CommandContext(ctx, goBin, append(args, "./cmd/veer")...)
 	cmd.Dir, cmd.Env = src, env
 	if msg, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build veer-base (%s): %v\n%s", what, err, msg)

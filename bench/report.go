@@ -185,7 +185,7 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "| | |\n|---|---|\n")
 	fmt.Fprintf(&b, "| machine | %d CPUs, %s, %s |\n", m.CPUs, m.CPU, m.Kernel)
 	fmt.Fprintf(&b, "| load average (1, 5, 15 min) | %s before the first run (the harness's own processes raise it during the runs) |\n", r.LoadStart)
-	fmt.Fprintf(&b, "| veer | %s (%s) |\n", m.Veer, m.Go)
+	fmt.Fprintf(&b, "| veer | %s (%s), %s |\n", m.Veer, m.Go, m.Build)
 	if m.Base != "" {
 		fmt.Fprintf(&b, "| veer-base | %s, the same config, for before/after |\n", m.Base)
 	}

@@ -24,6 +24,7 @@ type machine struct {
 	Go      string
 	Veer    string // git revision, with "-dirty" when the tree had changes
 	Base    string // -base-rev's revision and -base-go's toolchain ("" without them)
+	Build   string // how veer was built: the release build or -stock
 	Nginx   string
 	HAProxy string
 	Wrk     string
@@ -55,10 +56,20 @@ func describeMachine(ctx context.Context, e *env) machine {
 			m.Veer += " plus uncommitted changes"
 		}
 	}
+	m.Build = "the release build (cmd/veer-build: Go's netpoll runs a batch in readiness order)"
+	if e.o.stock {
+		m.Build = "plain go build (-stock: Go's runtime as it is)"
+	}
 	if e.o.baseRev != "" {
 		m.Base = run(e.root, "git", "rev-parse", "--short=12", e.o.baseRev+"^{commit}")
-	} else if e.o.baseGo != "" {
+	} else if e.o.baseGo != "" || e.o.baseStock {
 		m.Base = "veer's own source"
+	}
+	switch {
+	case e.o.baseStock:
+		m.Base += " built with plain go build (Go's runtime as it is)"
+	case e.o.baseRev != "" && !e.o.stock:
+		m.Base += " as the release build"
 	}
 	if e.o.baseGo != "" {
 		m.Base += " built with " + run("", filepath.Join(e.o.baseGo, "bin", "go"), "version") + " from " + e.o.baseGo
