@@ -98,7 +98,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.redo, "redo", 2, "at most this many redos per run for -max-other-cpu; the least disturbed attempt is kept")
 	fs.StringVar(&o.veerSrc, "veer-src", "", "build veer from this checkout `DIR` instead of this one (before/after comparisons)")
 	fs.StringVar(&o.veerRev, "veer-rev", "", "build veer from this git `REVISION` of this repository (git archive), not the working tree")
-	fs.StringVar(&o.baseGo, "base-go", "", "also run veer built with the Go toolchain in `GOROOT` (its bin/go), as veer-base, from -base-rev or else from veer's own source: a toolchain before/after, such as bench/netpoll-fifo.sh's")
+	fs.StringVar(&o.baseGo, "base-go", "", "also run veer built with the Go toolchain in `GOROOT` (its bin/go), as veer-base, from -base-rev or else from veer's own source: a toolchain before/after")
 	fs.BoolVar(&o.stock, "stock", false, "build veer with plain go build, Go's runtime as it is, instead of the release build (cmd/veer-build: netpoll in readiness order)")
 	fs.BoolVar(&o.baseStock, "base-stock", false, "also run veer's own source built with plain go build (Go's runtime as it is) as veer-base: the release build's runtime change before/after")
 	fs.StringVar(&o.upstreamEngine, "upstream-engine", "epoll", "`ENGINE` of the harness's upstream: epoll (its own event loop, the cheapest) or fasthttp")
