@@ -50,6 +50,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	build := []string{"build", "-trimpath", "-ldflags", "-s -w", "-o", abs}
 	what := "stock Go runtime"
+	goos, err := gobuild.GoEnv(*goBin, *dir, "GOOS")
+	if err != nil {
+		fmt.Fprintf(stderr, "veer-build: %v\n", err)
+		return 1
+	}
+	if goos != "linux" && !*stock {
+		// netpoll_epoll.go is Linux's; other systems' pollers are left as
+		// they are.
+		*stock, what = true, "stock Go runtime: the change is to Linux's netpoll, and GOOS is "+goos
+	}
 	if !*stock {
 		tmp, err := os.MkdirTemp("", "veer-build-")
 		if err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -52,7 +53,73 @@ func TestUsageErrors(t *testing.T) {
 		}
 	}
 	var stdout, stderr bytes.Buffer
-	if code := run([]string{"-o", filepath.Join(t.TempDir(), "veer"), "-go", filepath.Join(t.TempDir(), "no-go")}, &stdout, &stderr); code != 1 || !strings.Contains(stderr.String(), "-stock builds without the change") {
+	if code := run([]string{"-o", filepath.Join(t.TempDir(), "veer"), "-go", filepath.Join(t.TempDir(), "no-go")}, &stdout, &stderr); code != 1 || !strings.Contains(stderr.String(), "no-go env GOOS") {
 		t.Errorf("a go command that is not there: exit %d, stderr %q", code, stderr.String())
+	}
+}
+
+// fakeGo writes a go command that answers go env from its arguments'
+// table and records a build's arguments in FILE.args, so that veer-build's
+// choices can be checked without compiling.
+func fakeGo(t *testing.T, goos, goroot string) (goBin, argsFile string) {
+	t.Helper()
+	dir := t.TempDir()
+	goBin, argsFile = filepath.Join(dir, "go"), filepath.Join(dir, "args")
+	script := "#!/bin/sh\ncase \"$1 $2\" in\n" +
+		"'env GOOS') echo " + goos + ";;\n" +
+		"'env GOROOT') echo " + goroot + ";;\n" +
+		"build*) echo \"$@\" > " + argsFile + ";;\n" +
+		"*) exit 3;;\nesac\n"
+	if err := os.WriteFile(goBin, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return goBin, argsFile
+}
+
+func TestOtherSystemsBuildStock(t *testing.T) {
+	goroot, err := exec.Command("go", "env", "GOROOT").Output()
+	if err != nil {
+		t.Skip("no go command on PATH")
+	}
+	for _, tc := range []struct {
+		goos, wantWhat string
+		overlay        bool
+	}{
+		{"linux", "(netpoll in readiness order)", true},
+		{"darwin", "(stock Go runtime: the change is to Linux's netpoll, and GOOS is darwin)", false},
+	} {
+		goBin, argsFile := fakeGo(t, tc.goos, strings.TrimSpace(string(goroot)))
+		bin := filepath.Join(t.TempDir(), "veer")
+		var stdout, stderr bytes.Buffer
+		if code := run([]string{"-o", bin, "-go", goBin}, &stdout, &stderr); code != 0 {
+			t.Fatalf("GOOS=%s: exit %d: %s", tc.goos, code, stderr.String())
+		}
+		if want := bin + " " + tc.wantWhat + "\n"; stdout.String() != want {
+			t.Errorf("GOOS=%s: stdout %q, want %q", tc.goos, stdout.String(), want)
+		}
+		args, err := os.ReadFile(argsFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(string(args), "-overlay"); got != tc.overlay {
+			t.Errorf("GOOS=%s: go %s: -overlay there = %v, want %v", tc.goos, args, got, tc.overlay)
+		}
+	}
+}
+
+// A Go whose runtime is not the one the change expects (here: none at
+// all) is refused, with the way out named.
+func TestUnknownRuntimeRefused(t *testing.T) {
+	goBin, argsFile := fakeGo(t, "linux", t.TempDir())
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"-o", filepath.Join(t.TempDir(), "veer"), "-go", goBin}, &stdout, &stderr); code != 1 || !strings.Contains(stderr.String(), "-stock builds without the change") {
+		t.Errorf("exit %d, stderr %q", code, stderr.String())
+	}
+	if _, err := os.Stat(argsFile); err == nil {
+		t.Error("veer-build ran go build after refusing the runtime")
+	}
+	stdout.Reset()
+	if code := run([]string{"-o", filepath.Join(t.TempDir(), "veer"), "-go", goBin, "-stock"}, &stdout, &stderr); code != 0 || !strings.Contains(stdout.String(), "(stock Go runtime)") {
+		t.Errorf("-stock: exit %d, stdout %q", code, stdout.String())
 	}
 }
