@@ -10,8 +10,9 @@
 // the connection that became ready first in a batch is served last, after
 // every one that came after it. On one core under load, where a batch holds
 // tens of connections, that widens a proxy's latency: in bench's get64 runs
-// veer built this way had a p99 about a fifth lower (0.74–0.79 × stock, the
-// median of 6 and of 10 rounds), with the same throughput or a little more.
+// veer built this way had a p99 about a fifth lower than stock (0.77–0.79 ×
+// in runs of 5 and 15 rounds) at about the same throughput (0.98–1.02 ×);
+// 1 MiB answers lost a few percent of throughput (0.91–0.94 ×).
 //
 // The change walks the events from last to first, which makes the list,
 // and so the run order, first-ready first. Nothing else in the runtime
