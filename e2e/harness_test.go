@@ -1,6 +1,7 @@
 // Package e2e runs the real veer binary in front of real backends on
-// loopback. TestMain builds the binary once (with -race when the tests run
-// with -race).
+// loopback. TestMain builds the binary once, with the release build's
+// runtime (internal/gobuild's overlay: netpoll in readiness order) so that
+// the suite runs what ships, and with -race when the tests run with -race.
 package e2e
 
 import (
@@ -21,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/veer-proxy/veer/internal/gobuild"
 )
 
 var veerBin string
@@ -32,6 +35,17 @@ func TestMain(m *testing.M) {
 	}
 	veerBin = filepath.Join(dir, "veer")
 	args := []string{"build", "-o", veerBin}
+	overlayDir := filepath.Join(dir, "overlay")
+	if err := os.Mkdir(overlayDir, 0o755); err != nil {
+		panic(err)
+	}
+	if overlay, err := gobuild.OverlayFor("go", "..", overlayDir); err == nil {
+		args = append(args, "-overlay", overlay)
+	} else {
+		// internal/gobuild's own tests fail on such a Go; the suite still
+		// tests veer itself.
+		fmt.Fprintln(os.Stderr, "e2e: testing veer built with Go's runtime as it is:", err)
+	}
 	if raceEnabled {
 		args = append(args, "-race")
 	}
