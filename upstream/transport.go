@@ -32,6 +32,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/valyala/fasthttp"
 
@@ -143,7 +144,12 @@ func exchange[C conn](t *Transport, hc *fasthttp.HostClient, cc C, req *fasthttp
 	}
 
 	resp.ParseNetConn(x.c)
+	// A body larger than bw's room goes past bw in a write of its own
+	// (bufio's large write from an empty buffer): that last piece, a slice
+	// of the request itself, waits for the first read too.
+	x.holdDirect = !streamed
 	err := req.Write(x.bw)
+	x.holdDirect = false
 	if err == nil {
 		// The last piece of a request written from memory waits for the
 		// first read, which sends it and waits for the answer in one go
@@ -322,9 +328,14 @@ type connIO struct {
 	streaming bool // body reads: a deadline per read
 	gotByte   bool // a byte of the response arrived
 	hold      bool // keep the next write for the first read (sock.Conn.SendThenRead)
-	held      []byte
-	br        *bufio.Reader
-	bw        *bufio.Writer
+	// holdDirect keeps a write that bypasses bw's buffer (a slice of the
+	// request, valid for the whole exchange) for the first read; a flush
+	// of bw's buffer is never kept then, as bw may fill it again.
+	holdDirect bool
+	held       []byte
+	br         *bufio.Reader
+	bw         *bufio.Writer
+	bwBuf      *byte // the start of bw's buffer, which its flushes write from
 }
 
 func (x *connIO) Read(p []byte) (int, error) {
@@ -334,8 +345,8 @@ func (x *connIO) Read(p []byte) (int, error) {
 	var n int
 	var err error
 	if out := x.held; out != nil {
-		// bw's buffer: untouched until the exchange ends, as nothing is
-		// written after its last flush.
+		// bw's buffer, untouched until the exchange ends as nothing is
+		// written after its last flush, or a slice of the request.
 		x.held = nil
 		n, err = x.c.(*sock.Conn).SendThenRead(out, p)
 	} else {
@@ -348,10 +359,18 @@ func (x *connIO) Read(p []byte) (int, error) {
 }
 
 func (x *connIO) Write(p []byte) (int, error) {
-	if x.hold && len(p) > 0 {
+	if (x.hold || x.holdDirect) && len(p) > 0 {
 		if _, ok := x.c.(*sock.Conn); ok {
-			x.held = p
-			return len(p), nil
+			if out := x.held; out != nil { // an earlier piece goes first
+				x.held = nil
+				if _, err := x.c.Write(out); err != nil {
+					return 0, err
+				}
+			}
+			if x.hold || unsafe.SliceData(p) != x.bwBuf {
+				x.held = p
+				return len(p), nil
+			}
 		}
 	}
 	if x.writes && x.progress > 0 {
@@ -368,6 +387,7 @@ func acquireIO(c net.Conn, progress time.Duration, writes bool) *connIO {
 		x = &connIO{}
 		x.br = bufio.NewReaderSize(x, ioBufferSize)
 		x.bw = bufio.NewWriterSize(x, ioBufferSize)
+		x.bwBuf = unsafe.SliceData(x.bw.AvailableBuffer()) // empty: its whole buffer; Reset keeps it
 	}
 	x.c, x.progress, x.writes = c, progress, writes
 	x.br.Reset(x)
@@ -377,7 +397,7 @@ func acquireIO(c net.Conn, progress time.Duration, writes bool) *connIO {
 
 func releaseIO(x *connIO) {
 	x.c, x.held = nil, nil
-	x.streaming, x.gotByte, x.hold = false, false, false
+	x.streaming, x.gotByte, x.hold, x.holdDirect = false, false, false, false
 	x.br.Reset(x)
 	x.bw.Reset(x)
 	ioPool.Put(x)

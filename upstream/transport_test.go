@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/valyala/fasthttp"
 
@@ -451,4 +452,159 @@ func TestCheckResponseHead(t *testing.T) {
 	if err := CheckResponseHead([]byte("HTTP/1.1 200 OK\r\nX-A: b\nX-B: c\r\n\r\n")); err == nil {
 		t.Errorf("a bare LF line end was accepted")
 	}
+}
+
+// TestLargeBodyTailWaitsForTheRead: a request body larger than the write
+// buffer's room leaves in two writes, bw's buffer and then the rest of
+// the body straight from the request; that rest waits for the first
+// read, which sends it and waits for the answer in one go
+// (sock.Conn.SendThenRead). The backend must get every byte, in order.
+func TestLargeBodyTailWaitsForTheRead(t *testing.T) {
+	got := make(chan []byte, 1)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		var req fasthttp.Request
+		if err := req.Read(bufio.NewReader(c)); err != nil {
+			got <- nil
+			return
+		}
+		got <- append([]byte(nil), req.Body()...)
+		_, _ = io.WriteString(c, "HTTP/1.1 204 No Content\r\n\r\n")
+	}()
+	c, err := sock.Dial(ln.Addr().String(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	body := make([]byte, 64<<10)
+	for i := range body {
+		body[i] = byte(i * 7)
+	}
+	var req fasthttp.Request
+	req.Header.SetMethod("POST")
+	req.SetRequestURI("http://backend/upload")
+	req.SetBodyRaw(body)
+
+	x := acquireIO(c, time.Second, false)
+	defer releaseIO(x)
+	x.holdDirect = true
+	if err := req.Write(x.bw); err != nil {
+		t.Fatal(err)
+	}
+	x.holdDirect = false
+	x.hold = true
+	if err := x.bw.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	x.hold = false
+	// bw's first flush took ioBufferSize bytes (the head and the body's
+	// start); the rest of the body is held, not copied and not sent.
+	if len(x.held) == 0 || len(x.held) >= len(body) || unsafe.SliceData(x.held) != &body[len(body)-len(x.held)] {
+		t.Fatalf("held %d bytes, not the tail of the %d-byte body", len(x.held), len(body))
+	}
+	if head := len(req.Header.Header()); len(x.held) != len(body)+head-ioBufferSize {
+		t.Errorf("held %d bytes, want the body after the first %d bytes of the request", len(x.held), ioBufferSize)
+	}
+	if _, err := x.br.Peek(1); err != nil { // sends the tail, then waits for the answer
+		t.Fatal(err)
+	}
+	if x.held != nil {
+		t.Error("the held tail was not sent by the read")
+	}
+	if b := <-got; !bytes.Equal(b, body) {
+		t.Errorf("the backend got %d bytes, not the body", len(b))
+	}
+}
+
+// TestBodiesAroundTheWriteBuffer sends bodies of sizes around the write
+// buffer's size through the transport (held or not, pieces written in
+// order): the backend answers with what it got.
+func TestBodiesAroundTheWriteBuffer(t *testing.T) {
+	b := newScriptedEcho(t)
+	c := client(b, time.Second)
+	for _, n := range []int{1, ioBufferSize - 200, ioBufferSize - 1, ioBufferSize, ioBufferSize + 1, 2*ioBufferSize - 150, 2*ioBufferSize + 7, 64 << 10, 300 << 10} {
+		// With a trailer the body goes chunked, and the last chunk and the
+		// trailer follow the body's direct write through bw: the held
+		// piece must leave before them.
+		for _, trailer := range []bool{false, true} {
+			body := bytes.Repeat([]byte("0123456789abcdef"), n/16+1)[:n]
+			req := fasthttp.AcquireRequest()
+			req.Header.SetMethod("PUT")
+			req.SetRequestURI("http://backend/put")
+			if trailer {
+				if err := req.Header.SetTrailer("X-Sum"); err != nil {
+					t.Fatal(err)
+				}
+				req.Header.Set("X-Sum", "42")
+			}
+			req.SetBodyRaw(body)
+			var resp fasthttp.Response
+			err := c.Do(req, &resp)
+			fasthttp.ReleaseRequest(req)
+			if err != nil {
+				t.Fatalf("%d-byte body (trailer %v): %v", n, trailer, err)
+			}
+			if got := drain(t, &resp); !bytes.Equal(got, body) {
+				t.Errorf("%d-byte body (trailer %v): the backend echoed %d bytes, not the body", n, trailer, len(got))
+			}
+		}
+	}
+}
+
+// newScriptedEcho is a backend on 127.0.0.1:0 that answers each request
+// with its body.
+func newScriptedEcho(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var open []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range open {
+			c.Close() // idle keep-alive connections wait in Read
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			open = append(open, c)
+			mu.Unlock()
+			wg.Go(func() {
+				defer c.Close()
+				br, bw := bufio.NewReader(c), bufio.NewWriter(c)
+				for {
+					var req fasthttp.Request
+					if err := req.Read(br); err != nil {
+						return
+					}
+					var resp fasthttp.Response
+					resp.SetBody(req.Body())
+					if resp.Write(bw) != nil || bw.Flush() != nil {
+						return
+					}
+				}
+			})
+		}
+	})
+	return ln.Addr().String()
 }
