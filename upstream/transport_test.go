@@ -28,6 +28,12 @@ type scripted struct {
 
 func newScripted(t *testing.T, answer func(c net.Conn, path string) bool) *scripted {
 	t.Helper()
+	return newScriptedReq(t, func(c net.Conn, req *fasthttp.Request) bool { return answer(c, string(req.URI().Path())) })
+}
+
+// newScriptedReq is newScripted with the whole request for answer.
+func newScriptedReq(t *testing.T, answer func(c net.Conn, req *fasthttp.Request) bool) *scripted {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -63,7 +69,7 @@ func newScripted(t *testing.T, answer func(c net.Conn, path string) bool) *scrip
 					if err := req.Read(br); err != nil {
 						return
 					}
-					if !answer(c, string(req.URI().Path())) {
+					if !answer(c, &req) {
 						return
 					}
 				}
@@ -564,47 +570,10 @@ func TestBodiesAroundTheWriteBuffer(t *testing.T) {
 // with its body.
 func newScriptedEcho(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var open []net.Conn
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range open {
-			c.Close() // idle keep-alive connections wait in Read
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			open = append(open, c)
-			mu.Unlock()
-			wg.Go(func() {
-				defer c.Close()
-				br, bw := bufio.NewReader(c), bufio.NewWriter(c)
-				for {
-					var req fasthttp.Request
-					if err := req.Read(br); err != nil {
-						return
-					}
-					var resp fasthttp.Response
-					resp.SetBody(req.Body())
-					if resp.Write(bw) != nil || bw.Flush() != nil {
-						return
-					}
-				}
-			})
-		}
-	})
-	return ln.Addr().String()
+	return newScriptedReq(t, func(c net.Conn, req *fasthttp.Request) bool {
+		var resp fasthttp.Response
+		resp.SetBody(req.Body())
+		bw := bufio.NewWriter(c)
+		return resp.Write(bw) == nil && bw.Flush() == nil
+	}).addr
 }
