@@ -197,7 +197,7 @@ type env struct {
 	haproxy  string
 	wrk      string
 	perf     string // with -syscalls
-	veerBase string // with -base-rev
+	veerBase string // with -base-rev, -base-go or -base-stock
 	overlay  string // go build -overlay of the release build ("" with -stock)
 	up       *upstream
 	machine  machine

@@ -23,7 +23,7 @@ type machine struct {
 	Kernel  string
 	Go      string
 	Veer    string // git revision, with "-dirty" when the tree had changes
-	Base    string // -base-rev's revision and -base-go's toolchain ("" without them)
+	Base    string // what veer-base is: -base-rev, -base-go or -base-stock ("" without them)
 	Build   string // how veer was built: the release build or -stock
 	Nginx   string
 	HAProxy string
