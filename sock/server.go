@@ -174,7 +174,7 @@ func (c *ServerConn) releaseHeld() {
 }
 
 // Read reads the next bytes from the client, first writing a held
-// response.
+// response (after the goroutines already runnable, as SendThenRead).
 func (c *ServerConn) Read(p []byte) (int, error) {
 	if !c.armed {
 		if c.short { // the patient wait's deadline is in force, not rd
@@ -184,6 +184,7 @@ func (c *ServerConn) Read(p []byte) (int, error) {
 		return c.TCPConn.Read(p)
 	}
 	c.armed = false
+	c.yield() // before mu: Close must not wait on a yielding Read
 	c.mu.Lock()
 	if len(c.held) == 0 {
 		c.releaseHeld()
