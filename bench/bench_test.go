@@ -191,14 +191,17 @@ func TestQuick(t *testing.T) {
 }
 
 func TestParsePerfCount(t *testing.T) {
-	n, err := parsePerfCount([]byte("# started on Wed Nov 25 23:13:48 2026\n\n546659,,raw_syscalls:sys_enter,3470290,100.00,,\n"))
-	if err != nil || n != 546659 {
-		t.Errorf("got %d, %v; want 546659", n, err)
+	out := []byte("# started on Wed Nov 25 23:13:48 2026\n\n546659,,raw_syscalls:sys_enter,3470290,100.00,,\n9214,,sched:sched_waking,3470290,100.00,,\n")
+	if n, err := parsePerfCount(out, syscallEvent); err != nil || n != 546659 {
+		t.Errorf("system calls: got %d, %v; want 546659", n, err)
 	}
-	if _, err := parsePerfCount([]byte("<not supported>,,raw_syscalls:sys_enter,0,100.00,,\n")); err == nil {
+	if n, err := parsePerfCount(out, wakeEvent); err != nil || n != 9214 {
+		t.Errorf("wake-ups: got %d, %v; want 9214", n, err)
+	}
+	if _, err := parsePerfCount([]byte("<not supported>,,raw_syscalls:sys_enter,0,100.00,,\n"), syscallEvent); err == nil {
 		t.Error("an unsupported event was read as a count")
 	}
-	if _, err := parsePerfCount([]byte("# started\n")); err == nil {
+	if _, err := parsePerfCount([]byte("# started\n"), syscallEvent); err == nil {
 		t.Error("output without the event was read as a count")
 	}
 }

@@ -90,7 +90,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.idleConns, "idle-conns", 10000, "connections for the idle-connection memory scenario")
 	fs.StringVar(&o.out, "out", "", "results `DIR` (default bench/results, or bench/results/raw/quick with -quick)")
 	fs.BoolVar(&o.profile, "profile", false, "run veer under bench/veerprof and keep a CPU and allocation profile per scenario in results/raw/")
-	fs.BoolVar(&o.syscalls, "syscalls", false, "count each proxy's system calls per request (perf stat -e raw_syscalls:sys_enter; needs perf, installed from linux-perf as root)")
+	fs.BoolVar(&o.syscalls, "syscalls", false, "count each proxy's system calls and wake-ups of other tasks per request (perf stat -e raw_syscalls:sys_enter,sched:sched_waking; needs perf, installed from linux-perf as root)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory with configs and logs")
 	fs.StringVar(&o.proxyCPU, "proxy-cpu", "0", "CPU list (taskset -c) for the proxy under test")
 	fs.StringVar(&o.loadCPU, "load-cpu", "1", "CPU list (taskset -c) for wrk, the upstream and the harness")

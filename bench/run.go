@@ -21,12 +21,15 @@ type runResult struct {
 	// SyscallsPerReq is the proxy's system calls per request (-syscalls;
 	// 0 when not counted).
 	SyscallsPerReq float64
-	PeakRSS        int64 // bytes: VmHWM, summed over the proxy's processes
-	Requests       int64
-	Errors         int64 // wrk socket errors: connect, read, write, timeout
-	Non2xx         int64 // answers with status 400 or more
-	Blue           int64 // requests the blue and canary upstreams counted
-	Canary         int64
+	// WakeupsPerReq is how many tasks the proxy woke per request (with
+	// -syscalls): wrk and the upstream, when its write found them asleep.
+	WakeupsPerReq float64
+	PeakRSS       int64 // bytes: VmHWM, summed over the proxy's processes
+	Requests      int64
+	Errors        int64 // wrk socket errors: connect, read, write, timeout
+	Non2xx        int64 // answers with status 400 or more
+	Blue          int64 // requests the blue and canary upstreams counted
+	Canary        int64
 	// OtherCPU is how much CPU processes other than the proxy, wrk, the
 	// upstream and the harness used during the run, in percent of one CPU:
 	// the noise from a machine that was not quiet.
@@ -188,10 +191,10 @@ func measure(ctx context.Context, e *env, sc *scenario, name string, port int, p
 		}
 	}
 	w, err := runWrk(ctx, e, sc, port, e.o.duration, raw)
-	var calls int64
+	var calls, wakes int64
 	if counter != nil {
 		var cerr error
-		if calls, cerr = counter.stop(); cerr != nil && err == nil {
+		if calls, wakes, cerr = counter.stop(); cerr != nil && err == nil {
 			err = cerr
 		}
 	}
@@ -242,6 +245,7 @@ func measure(ctx context.Context, e *env, sc *scenario, name string, port int, p
 	}
 	if calls > 0 && w.Requests > 0 {
 		r.SyscallsPerReq = float64(calls) / float64(w.Requests)
+		r.WakeupsPerReq = float64(wakes) / float64(w.Requests)
 	}
 	if cpu1 > cpu0 {
 		r.SysShare = 100 * float64(sys1-sys0) / float64(cpu1-cpu0)
@@ -249,7 +253,7 @@ func measure(ctx context.Context, e *env, sc *scenario, name string, port int, p
 	e.log("  %.0f req/s, p50 %.2fms p99 %.2fms p99.9 %.2fms, %.3f CPU s/100k (%.0f%% in the kernel), peak %.1f MiB, errors %d, non-2xx %d, blue/canary %d/%d, others used %.0f%% of a CPU",
 		r.RPS, r.P50, r.P99, r.P999, r.CPUPer100k, r.SysShare, float64(r.PeakRSS)/(1<<20), r.Errors, r.Non2xx, r.Blue, r.Canary, r.OtherCPU)
 	if r.SyscallsPerReq > 0 {
-		e.log("  %.2f system calls per request", r.SyscallsPerReq)
+		e.log("  %.2f system calls and %.3f wake-ups per request", r.SyscallsPerReq, r.WakeupsPerReq)
 	}
 	return r, nil
 }
@@ -301,6 +305,7 @@ func medianOf(runs []runResult) runResult {
 		CPUPer100k:     med(func(r *runResult) float64 { return r.CPUPer100k }),
 		SysShare:       med(func(r *runResult) float64 { return r.SysShare }),
 		SyscallsPerReq: med(func(r *runResult) float64 { return r.SyscallsPerReq }),
+		WakeupsPerReq:  med(func(r *runResult) float64 { return r.WakeupsPerReq }),
 		PeakRSS:        int64(med(func(r *runResult) float64 { return float64(r.PeakRSS) })),
 		BytesPerConn:   med(func(r *runResult) float64 { return r.BytesPerConn }),
 		IdleConns:      int(med(func(r *runResult) float64 { return float64(r.IdleConns) })),
