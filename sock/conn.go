@@ -14,6 +14,10 @@
 // Conn is the backend side (upstream's Dial). ServerConn is the client
 // side (Listen), where the answer is the client's next request: a response
 // the handler marks with Hold is written by the next Read, the same way.
+//
+// On one P (GOMAXPROCS=1), those writes also wait for the goroutines that
+// are already runnable, so that the writes of one round of the poller
+// leave together and wake the task at the other end once (Conn.yield).
 package sock
 
 import (
