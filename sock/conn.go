@@ -157,8 +157,10 @@ func (c *Conn) init(tc *net.TCPConn) bool {
 // hypervisor). Yielding first sends the round's writes out back to back,
 // as an event loop that handles everything one poll returned before it
 // polls again tends to do. The cost is one trip through the scheduler per
-// write, about as much as a clock read, and the goroutine's answer leaves
-// at the end of the round instead of in its middle.
+// write (about 100 ns on bench's VM when nothing else is runnable,
+// BenchmarkYield), and the goroutine's answer leaves at the end of the
+// round instead of in its middle; where the reader at the other end never
+// sleeps, the gaps between rounds can let it (see bench/README.md).
 //
 // With more than one P, a yield puts the goroutine on the global run
 // queue, where an idle P's thread may be woken to take it: that is not

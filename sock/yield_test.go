@@ -127,3 +127,15 @@ func TestWritesWaitForTheRound(t *testing.T) {
 		}
 	})
 }
+
+// BenchmarkYield is the cost of a batching connection's yield when no
+// other goroutine is runnable (one P): a trip through the scheduler and
+// straight back, the price the batching pays on an idle proxy.
+func BenchmarkYield(b *testing.B) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	c := &Conn{batch: true}
+	b.ReportAllocs()
+	for b.Loop() {
+		c.yield()
+	}
+}
