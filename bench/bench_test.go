@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -186,6 +188,24 @@ func TestQuick(t *testing.T) {
 	for _, p := range proxyNames {
 		if !strings.Contains(string(md), "| GET 64 conns | "+p+" |") {
 			t.Errorf("results.md has no get64 row for %s:\n%s", p, md)
+		}
+	}
+	// busy %: each proxy is alone on its CPU under wrk's load, so it used
+	// some of it and at most all of it (clock ticks are 10 ms).
+	if !strings.Contains(string(md), "| kernel % | busy % |") {
+		t.Fatalf("results.md has no busy %% column:\n%s", md)
+	}
+	for _, line := range strings.Split(string(md), "\n") {
+		if !strings.HasPrefix(line, "| GET 64 conns | ") {
+			continue
+		}
+		f := strings.Split(line, "|")
+		if !slices.Contains(proxyNames, strings.TrimSpace(f[2])) {
+			continue // the ratio tables
+		}
+		busy, err := strconv.ParseFloat(strings.TrimSpace(f[9]), 64)
+		if err != nil || busy <= 0 || busy > 110 {
+			t.Errorf("busy %% in %q is %q, want a share of one CPU", line, f[9])
 		}
 	}
 }

@@ -44,8 +44,8 @@ func printScenario(w io.Writer, sr *scenarioResult) {
 				p.Proxy, m.IdleConns, m.BytesPerConn, mib(m.PeakRSS), m.IdleFailed)
 			continue
 		}
-		fmt.Fprintf(w, "   %-8s %9.0f req/s  p50 %7.2fms  p99 %7.2fms  p99.9 %7.2fms  %6.3f CPU s/100k (%2.0f%% kernel)  peak %6.1f MiB  canary %5.2f%%  errors %d  non-2xx %d  others' CPU %.0f%%\n",
-			p.Proxy, m.RPS, m.P50, m.P99, m.P999, m.CPUPer100k, m.SysShare, mib(m.PeakRSS), m.canaryShare(), m.Errors, m.Non2xx, m.OtherCPU)
+		fmt.Fprintf(w, "   %-8s %9.0f req/s  p50 %7.2fms  p99 %7.2fms  p99.9 %7.2fms  %6.3f CPU s/100k (%2.0f%% kernel, busy %3.0f%%)  peak %6.1f MiB  canary %5.2f%%  errors %d  non-2xx %d  others' CPU %.0f%%\n",
+			p.Proxy, m.RPS, m.P50, m.P99, m.P999, m.CPUPer100k, m.SysShare, m.Busy, mib(m.PeakRSS), m.canaryShare(), m.Errors, m.Non2xx, m.OtherCPU)
 		if m.SyscallsPerReq > 0 {
 			fmt.Fprintf(w, "   %-8s %9.2f system calls and %.3f wake-ups per request\n", p.Proxy, m.SyscallsPerReq, m.WakeupsPerReq)
 		}
@@ -193,8 +193,9 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "Each proxy runs alone on CPU %s with one worker (veer `GOMAXPROCS=1`, nginx `worker_processes 1`, HAProxy `nbthread 1`); "+
 		"wrk (one thread) and the upstream (bench/upstream, %s engine) share CPU %s. The proxies take turns, round after round. "+
 		"Latencies are wrk's, in milliseconds; CPU is the proxy's user+system time per 100,000 requests, and kernel %% the share of it spent in the kernel (system calls, the TCP stack); "+
+		"busy %% is the proxy's CPU time over the run's wall time, in percent of its CPU: well below 100, the proxy waited for wrk and the upstream, and the req/s measured CPU %s more than the proxy; "+
 		"peak RSS is VmHWM (nginx: master + worker); canary %% is the canary upstream's share of the requests it and blue counted (configured: %d%%). "+
-		"The last column is veer's requests/s divided by that row's.\n\n", r.Options.proxyCPU, r.Options.upstreamEngine, r.Options.loadCPU, weightCanary)
+		"The last column is veer's requests/s divided by that row's.\n\n", r.Options.proxyCPU, r.Options.upstreamEngine, r.Options.loadCPU, r.Options.loadCPU, weightCanary)
 
 	if noisy := r.noisyRuns(); busy(r.LoadStart) || len(noisy) > 0 {
 		fmt.Fprintf(&b, "**The machine was not quiet**: load average %s before the first run; %d of %d measured runs had other processes using more than %.0f%% of a CPU (the \"others' CPU\" column, median per row). "+
@@ -210,8 +211,8 @@ func (r *report) markdown() string {
 	}
 
 	b.WriteString("## Throughput and latency\n\n")
-	b.WriteString("| scenario | proxy | req/s | p50 | p99 | p99.9 | CPU s/100k | kernel % | peak RSS MiB | canary % | errors | non-2xx | others' CPU % | veer ÷ this |\n")
-	b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	b.WriteString("| scenario | proxy | req/s | p50 | p99 | p99.9 | CPU s/100k | kernel % | busy % | peak RSS MiB | canary % | errors | non-2xx | others' CPU % | veer ÷ this |\n")
+	b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, sr := range r.Scenarios {
 		if sr.Scenario.Idle {
 			continue
@@ -227,8 +228,8 @@ func (r *report) markdown() string {
 			if veer != nil && p.Proxy != "veer" {
 				vs = ratio(veer.Median.RPS, md.RPS)
 			}
-			fmt.Fprintf(&b, "| %s | %s | %.0f | %.2f | %.2f | %.2f | %.3f | %.0f | %.1f | %s | %d | %d | %.0f | %s |\n",
-				sr.Scenario.Title, p.Proxy, md.RPS, md.P50, md.P99, md.P999, md.CPUPer100k, md.SysShare, mib(md.PeakRSS), share, md.Errors, md.Non2xx, md.OtherCPU, vs)
+			fmt.Fprintf(&b, "| %s | %s | %.0f | %.2f | %.2f | %.2f | %.3f | %.0f | %.0f | %.1f | %s | %d | %d | %.0f | %s |\n",
+				sr.Scenario.Title, p.Proxy, md.RPS, md.P50, md.P99, md.P999, md.CPUPer100k, md.SysShare, md.Busy, mib(md.PeakRSS), share, md.Errors, md.Non2xx, md.OtherCPU, vs)
 		}
 	}
 

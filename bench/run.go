@@ -18,6 +18,10 @@ type runResult struct {
 	P999       float64
 	CPUPer100k float64 // proxy CPU seconds (user+system) per 100,000 requests
 	SysShare   float64 // percent of that CPU time spent in the kernel
+	// Busy is the proxy's CPU time over the measured run's wall time, in
+	// percent of one CPU: well below 100 the proxy was waiting for wrk
+	// and the upstream, and req/s measured their CPU more than the proxy.
+	Busy float64
 	// SyscallsPerReq is the proxy's system calls per request (-syscalls;
 	// 0 when not counted).
 	SyscallsPerReq float64
@@ -250,8 +254,12 @@ func measure(ctx context.Context, e *env, sc *scenario, name string, port int, p
 	if cpu1 > cpu0 {
 		r.SysShare = 100 * float64(sys1-sys0) / float64(cpu1-cpu0)
 	}
-	e.log("  %.0f req/s, p50 %.2fms p99 %.2fms p99.9 %.2fms, %.3f CPU s/100k (%.0f%% in the kernel), peak %.1f MiB, errors %d, non-2xx %d, blue/canary %d/%d, others used %.0f%% of a CPU",
-		r.RPS, r.P50, r.P99, r.P999, r.CPUPer100k, r.SysShare, float64(r.PeakRSS)/(1<<20), r.Errors, r.Non2xx, r.Blue, r.Canary, r.OtherCPU)
+	if w.DurationUS > 0 {
+		// Over wrk's measured time: the proxy idles before wrk starts.
+		r.Busy = 100 * float64(cpu1-cpu0) / e.clkTck / (float64(w.DurationUS) / 1e6)
+	}
+	e.log("  %.0f req/s, p50 %.2fms p99 %.2fms p99.9 %.2fms, %.3f CPU s/100k (%.0f%% in the kernel, busy %.0f%% of the run), peak %.1f MiB, errors %d, non-2xx %d, blue/canary %d/%d, others used %.0f%% of a CPU",
+		r.RPS, r.P50, r.P99, r.P999, r.CPUPer100k, r.SysShare, r.Busy, float64(r.PeakRSS)/(1<<20), r.Errors, r.Non2xx, r.Blue, r.Canary, r.OtherCPU)
 	if r.SyscallsPerReq > 0 {
 		e.log("  %.2f system calls and %.3f wake-ups per request", r.SyscallsPerReq, r.WakeupsPerReq)
 	}
@@ -304,6 +312,7 @@ func medianOf(runs []runResult) runResult {
 		P999:           med(func(r *runResult) float64 { return r.P999 }),
 		CPUPer100k:     med(func(r *runResult) float64 { return r.CPUPer100k }),
 		SysShare:       med(func(r *runResult) float64 { return r.SysShare }),
+		Busy:           med(func(r *runResult) float64 { return r.Busy }),
 		SyscallsPerReq: med(func(r *runResult) float64 { return r.SyscallsPerReq }),
 		WakeupsPerReq:  med(func(r *runResult) float64 { return r.WakeupsPerReq }),
 		PeakRSS:        int64(med(func(r *runResult) float64 { return float64(r.PeakRSS) })),
