@@ -193,7 +193,7 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "Each proxy runs alone on CPU %s with one worker (veer `GOMAXPROCS=1`, nginx `worker_processes 1`, HAProxy `nbthread 1`); "+
 		"wrk (one thread) and the upstream (bench/upstream, %s engine) share CPU %s. The proxies take turns, round after round. "+
 		"Latencies are wrk's, in milliseconds; CPU is the proxy's user+system time per 100,000 requests, and kernel %% the share of it spent in the kernel (system calls, the TCP stack); "+
-		"busy %% is the proxy's CPU time over the run's wall time, in percent of its CPU: well below 100, the proxy waited for wrk and the upstream, and the req/s measured CPU %s more than the proxy; "+
+		"busy %% is the proxy's CPU time over wrk's measured time, in percent of its CPU: well below 100, the proxy waited for wrk and the upstream, and the req/s measured CPU %s more than the proxy; "+
 		"peak RSS is VmHWM (nginx: master + worker); canary %% is the canary upstream's share of the requests it and blue counted (configured: %d%%). "+
 		"The last column is veer's requests/s divided by that row's.\n\n", r.Options.proxyCPU, r.Options.upstreamEngine, r.Options.loadCPU, r.Options.loadCPU, weightCanary)
 

@@ -18,7 +18,7 @@ type runResult struct {
 	P999       float64
 	CPUPer100k float64 // proxy CPU seconds (user+system) per 100,000 requests
 	SysShare   float64 // percent of that CPU time spent in the kernel
-	// Busy is the proxy's CPU time over the measured run's wall time, in
+	// Busy is the proxy's CPU time over wrk's measured time, in
 	// percent of one CPU: well below 100 the proxy was waiting for wrk
 	// and the upstream, and req/s measured their CPU more than the proxy.
 	Busy float64
