@@ -85,6 +85,13 @@ type Conn struct {
 	// are already runnable (see yield). Set when the connection opens,
 	// while Go runs on one P.
 	batch bool
+
+	// b, when not nil, makes SendThenRead's send and receive, with those
+	// of the other goroutines of the round, in one system call (see
+	// uring.go); op is this connection's call. Set with batch, where
+	// io_uring can be used.
+	b  *batcher
+	op ioOp
 }
 
 // KeepDeadline puts in force, for reads and writes, a deadline no earlier
@@ -140,6 +147,11 @@ func (c *Conn) init(tc *net.TCPConn) bool {
 	c.TCPConn, c.rc = tc, rc
 	c.step = c.stepFD // bound once: a method value made per call would allocate
 	c.batch = runtime.GOMAXPROCS(0) == 1
+	if c.batch {
+		if c.b = batching(); c.b != nil {
+			c.op.done = make(chan struct{}, 1)
+		}
+	}
 	return true
 }
 
@@ -166,7 +178,7 @@ func (c *Conn) init(tc *net.TCPConn) bool {
 // queue, where an idle P's thread may be woken to take it: that is not
 // what this is for, so there the write goes out at once, as before.
 func (c *Conn) yield() {
-	if c.batch {
+	if c.batch && c.b == nil { // the batcher waits for the round itself
 		runtime.Gosched()
 	}
 }
@@ -239,20 +251,44 @@ func (c *Conn) wrote() {
 // write and read: the socket calls skip the file layer's work (position
 // lock, write accounting, fsnotify) that a socket does not need. p must
 // not be empty.
-func send(fd uintptr, p []byte) (int, syscall.Errno) {
-	r, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)), syscall.MSG_NOSIGNAL, 0, 0)
+func sendFlags(fd uintptr, p []byte, flags int) (int, syscall.Errno) {
+	r, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)), uintptr(flags), 0, 0)
 	if e != 0 {
 		return 0, e
 	}
 	return int(r), 0
 }
 
-func recv(fd uintptr, p []byte) (int, syscall.Errno) {
-	r, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)), 0, 0, 0)
+func recvFlags(fd uintptr, p []byte, flags int) (int, syscall.Errno) {
+	r, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)), uintptr(flags), 0, 0)
 	if e != 0 {
 		return 0, e
 	}
 	return int(r), 0
+}
+
+// send and recv are SendThenRead's calls: with the round's others when
+// the connection has a batcher, else on their own.
+func (c *Conn) send(fd uintptr, p []byte) (int, syscall.Errno) {
+	if c.b == nil {
+		return sendFlags(fd, p, syscall.MSG_NOSIGNAL)
+	}
+	return c.batched(opSend, fd, p)
+}
+
+func (c *Conn) recv(fd uintptr, p []byte) (int, syscall.Errno) {
+	if c.b == nil {
+		return recvFlags(fd, p, 0)
+	}
+	return c.batched(opRecv, fd, p)
+}
+
+func (c *Conn) batched(code uint8, fd uintptr, p []byte) (int, syscall.Errno) {
+	o := &c.op
+	o.code, o.fd, o.buf = code, int32(fd), p
+	c.b.do(o)
+	o.buf = nil
+	return o.n, o.err
 }
 
 // stepFD is SendThenRead's callback: it runs when the wait starts and
@@ -260,7 +296,7 @@ func recv(fd uintptr, p []byte) (int, syscall.Errno) {
 // when it is done.
 func (c *Conn) stepFD(fd uintptr) bool {
 	for len(c.out) > 0 {
-		n, err := send(fd, c.out)
+		n, err := c.send(fd, c.out)
 		if n > 0 {
 			c.out = c.out[n:]
 		}
@@ -281,7 +317,7 @@ func (c *Conn) stepFD(fd uintptr) bool {
 		return false // wait for the answer
 	}
 	for {
-		n, err := recv(fd, c.in)
+		n, err := c.recv(fd, c.in)
 		switch {
 		case err == syscall.EINTR:
 			continue

@@ -412,7 +412,7 @@ func TestServerConnDeadlines(t *testing.T) {
 		filled := 0
 		fill := func(fd uintptr) {
 			for {
-				n, errno := send(fd, make([]byte, 4096))
+				n, errno := sendFlags(fd, make([]byte, 4096), syscall.MSG_NOSIGNAL)
 				if errno != 0 {
 					return // EAGAIN: full for now
 				}

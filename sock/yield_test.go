@@ -32,8 +32,9 @@ func waiting(c net.Conn) (int, error) {
 
 // TestWritesWaitForTheRound checks that, on one P, SendThenRead and a
 // ServerConn's Read of a held response let a goroutine that is already
-// runnable run before they write (Conn.yield), and that they write at
-// once when the connection does not batch, or when Go has more Ps.
+// runnable run before they write (Conn.yield, or the batcher's flush when
+// io_uring is there), and that they write at once when the connection
+// does not batch, or when Go has more Ps.
 //
 // The other goroutine looks at the peer's socket when it runs: on
 // loopback the bytes are in it as soon as the write returns. With one P
@@ -72,14 +73,32 @@ func TestWritesWaitForTheRound(t *testing.T) {
 		return <-seen
 	}
 
-	for _, batch := range []bool{true, false} {
-		t.Run(map[bool]string{true: "batching", false: "not batching"}[batch], func(t *testing.T) {
+	// How a connection batches: by yielding, through the batcher, or not.
+	set := func(t *testing.T, c *Conn, mode string) {
+		t.Helper()
+		if !c.batch {
+			t.Fatal("a connection opened with GOMAXPROCS=1 does not batch")
+		}
+		if c.b == nil && batching() != nil {
+			t.Fatal("a connection opened with GOMAXPROCS=1 has no batcher, though io_uring works")
+		}
+		switch mode {
+		case "yielding":
+			c.b = nil
+		case "io_uring":
+			if c.b == nil {
+				t.Skip("io_uring is not available here")
+			}
+		case "not batching":
+			c.batch, c.b = false, nil
+		}
+	}
+	for _, mode := range []string{"yielding", "io_uring", "not batching"} {
+		batch := mode != "not batching"
+		t.Run(mode, func(t *testing.T) {
 			t.Run("SendThenRead", func(t *testing.T) {
 				c, peer := pair(t)
-				if !c.batch {
-					t.Fatal("a connection opened with GOMAXPROCS=1 does not batch")
-				}
-				c.batch = batch
+				set(t, c, mode)
 				p := make([]byte, 64)
 				n := exchange(t, func() error {
 					n, err := c.SendThenRead([]byte("hello"), p)
@@ -94,10 +113,7 @@ func TestWritesWaitForTheRound(t *testing.T) {
 			})
 			t.Run("ServerConn.Read", func(t *testing.T) {
 				sc, client := accepted(t, time.Minute)
-				if !sc.batch {
-					t.Fatal("a connection accepted with GOMAXPROCS=1 does not batch")
-				}
-				sc.batch = batch
+				set(t, &sc.Conn, mode)
 				sc.Hold()
 				if _, err := sc.Write([]byte("response")); err != nil {
 					t.Fatal(err)
@@ -122,8 +138,8 @@ func TestWritesWaitForTheRound(t *testing.T) {
 		defer runtime.GOMAXPROCS(1)
 		c, _ := pair(t)
 		sc, _ := accepted(t, time.Minute)
-		if c.batch || sc.batch {
-			t.Errorf("with GOMAXPROCS=2, batch is %v for Dial's connection and %v for Listen's; want false", c.batch, sc.batch)
+		if c.batch || sc.batch || c.b != nil || sc.b != nil {
+			t.Errorf("with GOMAXPROCS=2, batch is %v for Dial's connection and %v for Listen's, and they have batchers %v and %v; want false and nil", c.batch, sc.batch, c.b, sc.b)
 		}
 	})
 }
