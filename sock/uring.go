@@ -81,8 +81,9 @@ type uringCQE struct {
 	flags    uint32
 }
 
-// ring is an io_uring's two queues, used by one flush at a time.
+// ring is an io_uring's two queues.
 type ring struct {
+	mu     sync.Mutex // one run at a time
 	fd     int
 	sqHead *uint32
 	sqTail *uint32
@@ -154,6 +155,8 @@ type ioOp struct {
 	n    int
 	err  syscall.Errno
 	done chan struct{}
+
+	pending bool // handed to the kernel, no completion read yet
 }
 
 // direct makes o's call as its own system call, as send and recv do.
@@ -165,54 +168,50 @@ func (o *ioOp) direct() {
 	}
 }
 
-// run makes the calls of ops, as few io_uring_enter calls as the ring's
-// size allows, and fills in their results. It returns how many
+// run makes the calls of ops, in as few io_uring_enter calls as the
+// ring's size allows, and fills in their results. It returns how many
 // io_uring_enter calls it made.
 func (r *ring) run(ops []*ioOp) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	enters := 0
 	for len(ops) > 0 {
 		k := min(len(ops), len(r.sqes))
-		tail := *r.sqTail
+		head, tail := atomic.LoadUint32(r.sqHead), *r.sqTail
 		for i, o := range ops[:k] {
-			s := &r.sqes[tail&r.sqMask]
+			s := &r.sqes[(tail+uint32(i))&r.sqMask]
 			*s = uringSQE{opcode: o.code, fd: o.fd, addr: uint64(uintptr(unsafe.Pointer(unsafe.SliceData(o.buf)))), len: uint32(len(o.buf)), userData: uint64(i)}
 			if o.code == opSend {
 				s.msgFlags = syscall.MSG_NOSIGNAL | syscall.MSG_DONTWAIT
 			} else {
 				s.msgFlags = syscall.MSG_DONTWAIT
 			}
-			o.err = syscall.EINPROGRESS // not completed yet
-			tail++
+			o.pending = true
 		}
-		atomic.StoreUint32(r.sqTail, tail)
+		atomic.StoreUint32(r.sqTail, tail+uint32(k))
 		enters++
-		_, _, e := syscall.RawSyscall6(sysIOURingEnter, uintptr(r.fd), uintptr(k), 0, 0, 0, 0)
-		if e != 0 && e != syscall.EINTR {
-			// The SQEs the kernel did not take are taken back, and made
-			// one by one below (without SQPOLL, only this goroutine
-			// moves the head forward from here).
-			atomic.StoreUint32(r.sqTail, atomic.LoadUint32(r.sqHead))
+		syscall.RawSyscall6(sysIOURingEnter, uintptr(r.fd), uintptr(k), 0, 0, 0, 0)
+		// The kernel moves the head past each SQE it takes. Those it did
+		// not take (the call failed or was interrupted) are taken back and
+		// made one by one: without SQPOLL, nothing else takes them.
+		taken := int(atomic.LoadUint32(r.sqHead) - head)
+		if taken < k {
+			atomic.StoreUint32(r.sqTail, head+uint32(taken))
 		}
-		pending := r.reap(ops[:k])
-		for pending > 0 && atomic.LoadUint32(r.sqHead) == atomic.LoadUint32(r.sqTail) {
-			// Every call was taken; one did not complete within the enter,
-			// which MSG_DONTWAIT rules out. Wait for it rather than leave
-			// a buffer with the kernel.
+		for r.reap(ops[:taken]) > 0 {
+			// A call taken did not complete within the enter, which
+			// MSG_DONTWAIT rules out. Wait for it rather than leave a
+			// buffer with the kernel.
 			enters++
-			_, _, e := syscall.Syscall6(sysIOURingEnter, uintptr(r.fd), 0, uintptr(pending), enterGetEvents, 0, 0)
-			if e != 0 && e != syscall.EINTR {
-				break
+			_, _, e := syscall.Syscall6(sysIOURingEnter, uintptr(r.fd), 0, 1, enterGetEvents, 0, 0)
+			switch e {
+			case 0, syscall.EINTR, syscall.EAGAIN, syscall.EBUSY:
+			default:
+				panic(os.NewSyscallError("io_uring_enter", e))
 			}
-			pending = r.reap(ops[:k])
 		}
-		if pending > 0 && atomic.LoadUint32(r.sqHead) != atomic.LoadUint32(r.sqTail) {
-			// io_uring_enter was interrupted before it took them all.
-			atomic.StoreUint32(r.sqTail, atomic.LoadUint32(r.sqHead))
-		}
-		for _, o := range ops[:k] {
-			if o.err == syscall.EINPROGRESS {
-				o.direct()
-			}
+		for _, o := range ops[taken:k] {
+			o.direct()
 		}
 		ops = ops[k:]
 	}
@@ -234,11 +233,12 @@ func (r *ring) reap(ops []*ioOp) int {
 		} else {
 			o.n, o.err = int(c.res), 0
 		}
+		o.pending = false
 	}
 	atomic.StoreUint32(r.cqHead, head)
 	pending := 0
 	for _, o := range ops {
-		if o.err == syscall.EINPROGRESS {
+		if o.pending {
 			pending++
 		}
 	}
