@@ -13,7 +13,7 @@ import (
 
 // pair returns a dialed *Conn and the accepted end of the same loopback
 // connection.
-func pair(t *testing.T) (*Conn, net.Conn) {
+func pair(t testing.TB) (*Conn, net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
