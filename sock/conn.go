@@ -17,7 +17,10 @@
 //
 // On one P (GOMAXPROCS=1), those writes also wait for the goroutines that
 // are already runnable, so that the writes of one round of the poller
-// leave together and wake the task at the other end once (Conn.yield).
+// leave together and wake the task at the other end once; where io_uring
+// can be used, SendThenRead's sends and receives of one round go to the
+// kernel together, in one system call (uring.go), and otherwise each
+// write yields first (Conn.yield).
 package sock
 
 import (

@@ -13,10 +13,10 @@ import (
 // system call (io_uring).
 //
 // On bench's virtual machine a system call costs far more than the work
-// it asks for: sendto of 27 bytes on a loopback TCP socket takes 4.8 µs
-// and recvfrom 4.4 µs, while 64 of either in one io_uring_enter take
-// 1.8 and 1.6 µs each, and 8 take 2.4 and 2.1 (/tmp-free measurement in
-// bench/README.md, step 13). A proxy makes four of them per request,
+// it asks for: a small send and a small receive on loopback TCP take
+// 6.4 µs as two system calls, 3.2 µs as two of a batch of 8 in one
+// io_uring_enter and 2.6 µs in a batch of 64 (BenchmarkCalls;
+// bench/README.md, step 13). A proxy makes four such calls per request,
 // about two thirds of its CPU time. On one P, the goroutines that one
 // poll of epoll readied run one after another and each makes one send or
 // one receive and then waits, so the round's calls can go in together:

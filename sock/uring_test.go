@@ -285,7 +285,7 @@ func TestBatchedLargeExchange(t *testing.T) {
 
 // BenchmarkCalls is the cost of one small send and one small receive on
 // loopback TCP sockets, as its own system call and as one of a batch of
-// 8 or 64 in one io_uring_enter (ns/op is per call, the send and the
+// 1, 8 or 64 in one io_uring_enter (ns/op is per call, the send and the
 // receive together). On bench's virtual machine this is what the batcher
 // is for: see bench/README.md.
 func BenchmarkCalls(b *testing.B) {
@@ -318,7 +318,7 @@ func BenchmarkCalls(b *testing.B) {
 			}
 		}
 	})
-	for _, batch := range []int{8, 64} {
+	for _, batch := range []int{1, 8, 64} {
 		b.Run(fmt.Sprintf("io_uring batch %d", batch), func(b *testing.B) {
 			r := ringOrSkip(b).ring
 			sends := make([]*ioOp, batch)
