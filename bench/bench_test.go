@@ -207,6 +207,14 @@ func TestQuick(t *testing.T) {
 		if err != nil || busy <= 0 || busy > 110 {
 			t.Errorf("busy %% in %q is %q, want a share of one CPU", line, f[9])
 		}
+		// Every request answered, and answered well: veer runs on one P
+		// here, where its socket calls are batched (package sock).
+		if rps, err := strconv.ParseFloat(strings.TrimSpace(f[3]), 64); err != nil || rps <= 0 {
+			t.Errorf("req/s in %q is %q, want some", line, f[3])
+		}
+		if e, n := strings.TrimSpace(f[12]), strings.TrimSpace(f[13]); e != "0" || n != "0" {
+			t.Errorf("%q: %s errors and %s non-2xx answers, want none", line, e, n)
+		}
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/veer-proxy/veer/sock"
 )
 
 // Failure reasons of veer_upstream_failures_total.
@@ -105,7 +107,15 @@ func New() *Metrics {
 	}
 	m.Registry.MustRegister(m.rejected, m.mirror, m.requests, m.duration, m.failures, m.weight, m.Rollbacks, m.BackendHealthy,
 		m.Reloads, m.Revision, m.WindowErrors, m.WindowP99, m.Panics, m.MirrorDropped,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "veer_io_batched_calls_total",
+			Help: "Socket sends and receives made together with the others of their scheduler round (veer on one P with io_uring; see the README's Command line)."},
+			func() float64 { c, _ := sock.BatchCounts(); return float64(c) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "veer_io_batches_total",
+			Help: "Batches of socket calls handed to the kernel, each in one io_uring_enter (or one plain system call when alone): veer_io_batched_calls_total over this is the average batch."},
+			func() float64 { _, b := sock.BatchCounts(); return float64(b) }))
 	m.Reloads.WithLabelValues("success")
 	m.Reloads.WithLabelValues("failure")
 	return m

@@ -261,7 +261,7 @@ type batcher struct {
 }
 
 var (
-	theBatcher     *batcher
+	theBatcher     atomic.Pointer[batcher]
 	theBatcherOnce sync.Once
 )
 
@@ -278,9 +278,26 @@ func batching() *batcher {
 		}
 		b := &batcher{ring: r, wake: make(chan struct{}, 1)}
 		go b.flusher()
-		theBatcher = b
+		theBatcher.Store(b)
 	})
-	return theBatcher
+	return theBatcher.Load()
+}
+
+// Batching reports whether connections opened on one P batch their calls
+// with io_uring in this process (setting the ring up if no connection
+// did yet).
+func Batching() bool { return batching() != nil }
+
+// BatchCounts returns how many sends and receives waited for their
+// round's batch, and how many batches went to the kernel (each in one
+// io_uring_enter, or as a plain system call when alone): both 0 until a
+// connection opens on one P with io_uring there. Their ratio is the
+// average batch.
+func BatchCounts() (calls, batches int64) {
+	if b := theBatcher.Load(); b != nil {
+		return b.calls.Load(), b.flushes.Load()
+	}
+	return 0, 0
 }
 
 // do queues o's call for the flusher and waits for its result.
