@@ -24,6 +24,7 @@
 package sock
 
 import (
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -63,8 +64,9 @@ func Wrap(c net.Conn) net.Conn {
 // itself or with Read, KeepDeadline not with itself.
 type Conn struct {
 	*net.TCPConn
-	rc   syscall.RawConn
-	step func(fd uintptr) bool
+	rc       syscall.RawConn
+	step     func(fd uintptr) bool
+	readStep func(fd uintptr) bool
 
 	// The state of one SendThenRead, for step.
 	out    []byte // still to write
@@ -149,6 +151,7 @@ func (c *Conn) init(tc *net.TCPConn) bool {
 	}
 	c.TCPConn, c.rc = tc, rc
 	c.step = c.stepFD // bound once: a method value made per call would allocate
+	c.readStep = c.readStepFD
 	c.batch = runtime.GOMAXPROCS(0) == 1
 	if c.batch {
 		if c.b = batching(); c.b != nil {
@@ -183,6 +186,47 @@ func (c *Conn) init(tc *net.TCPConn) bool {
 func (c *Conn) yield() {
 	if c.batch && c.b == nil { // the batcher waits for the round itself
 		runtime.Gosched()
+	}
+}
+
+// Read is the *net.TCPConn's; on a connection with a batcher, the
+// receive goes to the kernel with the round's others (see uring.go), and
+// waits for readiness in Go's poller when it finds nothing.
+func (c *Conn) Read(p []byte) (int, error) {
+	if c.b == nil || len(p) == 0 {
+		return c.TCPConn.Read(p)
+	}
+	c.in, c.n, c.err = p, 0, nil
+	err := c.rc.Read(c.readStep)
+	n, rerr := c.n, c.err
+	c.in, c.err = nil, nil
+	if rerr != nil {
+		return n, rerr
+	}
+	if err != nil {
+		return 0, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: errors.Unwrap(err)}
+	}
+	return n, nil
+}
+
+// readStepFD is Read's callback: a receive, and false (wait) when it
+// finds nothing.
+func (c *Conn) readStepFD(fd uintptr) bool {
+	for {
+		n, err := c.recv(fd, c.in)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return false
+		case err != 0:
+			c.err = &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("recvfrom", err)}
+		case n == 0:
+			c.err = io.EOF
+		default:
+			c.n = n
+		}
+		return true
 	}
 }
 
@@ -223,7 +267,7 @@ func (c *Conn) sendThenRead(out, p []byte) (int, []byte, error) {
 		if err != nil {
 			return 0, nil, err
 		}
-		n, err := c.TCPConn.Read(p)
+		n, err := c.Read(p)
 		return n, nil, err
 	}
 	c.wrote() // when the wait ended before the callback wrote anything
@@ -273,17 +317,25 @@ func recvFlags(fd uintptr, p []byte, flags int) (int, syscall.Errno) {
 // send and recv are SendThenRead's calls: with the round's others when
 // the connection has a batcher, else on their own.
 func (c *Conn) send(fd uintptr, p []byte) (int, syscall.Errno) {
+	if raceEnabled {
+		raceWrote(fd)
+	}
 	if c.b == nil {
 		return sendFlags(fd, p, syscall.MSG_NOSIGNAL)
 	}
 	return c.batched(opSend, fd, p)
 }
 
-func (c *Conn) recv(fd uintptr, p []byte) (int, syscall.Errno) {
+func (c *Conn) recv(fd uintptr, p []byte) (n int, err syscall.Errno) {
 	if c.b == nil {
-		return recvFlags(fd, p, 0)
+		n, err = recvFlags(fd, p, 0)
+	} else {
+		n, err = c.batched(opRecv, fd, p)
 	}
-	return c.batched(opRecv, fd, p)
+	if raceEnabled && n > 0 {
+		raceRead(fd)
+	}
+	return n, err
 }
 
 func (c *Conn) batched(code uint8, fd uintptr, p []byte) (int, syscall.Errno) {

@@ -181,7 +181,7 @@ func (c *ServerConn) Read(p []byte) (int, error) {
 			c.short = false
 			_ = c.setReadDeadline(c.rd)
 		}
-		return c.TCPConn.Read(p)
+		return c.Conn.Read(p)
 	}
 	c.armed = false
 	c.yield() // before mu: Close must not wait on a yielding Read
@@ -217,7 +217,7 @@ func (c *ServerConn) Read(p []byte) (int, error) {
 		// that came before the response went out, and wait on.
 		c.short = false
 		_ = c.setReadDeadline(c.rd)
-		return c.TCPConn.Read(p)
+		return c.Conn.Read(p)
 	}
 	return n, err
 }
