@@ -59,9 +59,10 @@ func Wrap(c net.Conn) net.Conn {
 	return x
 }
 
-// Conn is a TCP connection. Everything but SendThenRead and KeepDeadline
-// is the *net.TCPConn's. SendThenRead must not run concurrently with
-// itself or with Read, KeepDeadline not with itself.
+// Conn is a TCP connection. Everything but Read, SendThenRead and
+// KeepDeadline is the *net.TCPConn's. SendThenRead must not run
+// concurrently with itself or with Read, nor Read with itself,
+// KeepDeadline not with itself.
 type Conn struct {
 	*net.TCPConn
 	rc       syscall.RawConn
@@ -91,10 +92,10 @@ type Conn struct {
 	// while Go runs on one P.
 	batch bool
 
-	// b, when not nil, makes SendThenRead's send and receive, with those
-	// of the other goroutines of the round, in one system call (see
-	// uring.go); op is this connection's call. Set with batch, where
-	// io_uring can be used.
+	// b, when not nil, makes SendThenRead's send and receive, and Read's
+	// receive, with those of the other goroutines of the round, in one
+	// system call (see uring.go); op is this connection's call. Set with
+	// batch, where io_uring can be used.
 	b  *batcher
 	op ioOp
 }
@@ -204,7 +205,12 @@ func (c *Conn) Read(p []byte) (int, error) {
 		return n, rerr
 	}
 	if err != nil {
-		return 0, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: errors.Unwrap(err)}
+		// The raw connection's error (closed, or the deadline passed), as
+		// Read's own: an *net.OpError "read" around the poller's error.
+		if inner := errors.Unwrap(err); inner != nil {
+			err = inner
+		}
+		return 0, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 	}
 	return n, nil
 }
@@ -314,8 +320,8 @@ func recvFlags(fd uintptr, p []byte, flags int) (int, syscall.Errno) {
 	return int(r), 0
 }
 
-// send and recv are SendThenRead's calls: with the round's others when
-// the connection has a batcher, else on their own.
+// send and recv are SendThenRead's and Read's calls: with the round's
+// others when the connection has a batcher, else on their own.
 func (c *Conn) send(fd uintptr, p []byte) (int, syscall.Errno) {
 	if raceEnabled {
 		raceWrote(fd)

@@ -2,9 +2,11 @@ package sock
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"runtime"
 	"sync"
 	"syscall"
@@ -338,5 +340,47 @@ func BenchmarkCalls(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestBatchedRead checks a batching connection's plain Read against what
+// the *net.TCPConn's returns: the bytes, a timeout as a net.Error, the
+// end of the stream as io.EOF, and net.ErrClosed after Close.
+func TestBatchedRead(t *testing.T) {
+	ringOrSkip(t)
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	c, peer := pair(t)
+	if c.b == nil {
+		t.Fatal("a connection dialled on one P has no batcher")
+	}
+	p := make([]byte, 16)
+	if _, err := peer.Write([]byte("abc")); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := c.Read(p); err != nil || string(p[:n]) != "abc" {
+		t.Fatalf("Read: %q, %v; want %q", p[:n], err, "abc")
+	}
+
+	_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	n, err := c.Read(p)
+	var ne net.Error
+	if n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("Read past the deadline: %d, %v; want 0 and a timeout", n, err)
+	}
+	var op *net.OpError
+	if !errors.As(err, &op) || op.Op != "read" {
+		t.Errorf("Read past the deadline: %#v, want a *net.OpError of a read", err)
+	}
+
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	peer.Close()
+	if n, err := c.Read(p); n != 0 || err != io.EOF {
+		t.Errorf("Read after the peer closed: %d, %v; want 0, io.EOF", n, err)
+	}
+
+	c.Close()
+	if _, err := c.Read(p); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Read after Close: %v, want net.ErrClosed", err)
 	}
 }
