@@ -98,6 +98,13 @@ type Conn struct {
 	// batch, where io_uring can be used.
 	b  *batcher
 	op ioOp
+
+	// readBatch: Read batches its receive too. Set for a client's
+	// connection (Listen), where reads are a request's first bytes and
+	// its body; not for a backend's, where they stream answers, and
+	// batching them cost 1 MiB answers nearly twice the CPU per request
+	// in bench's full run of 16:08 (bench/README.md, step 13).
+	readBatch bool
 }
 
 // KeepDeadline puts in force, for reads and writes, a deadline no earlier
@@ -190,11 +197,12 @@ func (c *Conn) yield() {
 	}
 }
 
-// Read is the *net.TCPConn's; on a connection with a batcher, the
-// receive goes to the kernel with the round's others (see uring.go), and
-// waits for readiness in Go's poller when it finds nothing.
+// Read is the *net.TCPConn's; on a client's connection with a batcher
+// (readBatch), the receive goes to the kernel with the round's others
+// (see uring.go), and waits for readiness in Go's poller when it finds
+// nothing.
 func (c *Conn) Read(p []byte) (int, error) {
-	if c.b == nil || len(p) == 0 {
+	if !c.readBatch || len(p) == 0 {
 		return c.TCPConn.Read(p)
 	}
 	c.in, c.n, c.err = p, 0, nil

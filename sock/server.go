@@ -69,6 +69,7 @@ func (l *listener) Accept() (net.Conn, error) {
 	}
 	c.unlock = c.mu.Unlock
 	c.beforeWrite = c.payWriteDeadline
+	c.readBatch = c.b != nil
 	return c, nil
 }
 

@@ -343,15 +343,19 @@ func BenchmarkCalls(b *testing.B) {
 	}
 }
 
-// TestBatchedRead checks a batching connection's plain Read against what
-// the *net.TCPConn's returns: the bytes, a timeout as a net.Error, the
-// end of the stream as io.EOF, and net.ErrClosed after Close.
+// TestBatchedRead checks a client connection's batched plain Read against
+// what the *net.TCPConn's returns: the bytes, a timeout as a net.Error,
+// the end of the stream as io.EOF, and net.ErrClosed after Close. A
+// backend's connection reads as the *net.TCPConn does.
 func TestBatchedRead(t *testing.T) {
 	ringOrSkip(t)
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	c, peer := pair(t)
-	if c.b == nil {
-		t.Fatal("a connection dialled on one P has no batcher")
+	if d, _ := pair(t); d.b == nil || d.readBatch {
+		t.Errorf("a connection dialled on one P: batcher %v, readBatch %v; want one, and false", d.b, d.readBatch)
+	}
+	c, peer := accepted(t, time.Minute)
+	if !c.readBatch {
+		t.Fatal("a connection accepted on one P does not batch its reads")
 	}
 	p := make([]byte, 16)
 	if _, err := peer.Write([]byte("abc")); err != nil {
