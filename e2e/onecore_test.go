@@ -106,8 +106,8 @@ routes:
 	}
 	// A small GET on a kept-alive connection is four batched calls: the
 	// send to the backend and the receive of its answer, the send of the
-	// held answer to the client and the receive of its next request (the
-	// last one's is its close).
+	// held answer to the client and the receive of its next request (after
+	// a client's last request, that receive is still waiting).
 	if min := float64(4 * clients * (each - 1)); calls < min {
 		t.Errorf("veer_io_batched_calls_total grew by %v, want at least %v for %d small GETs", calls, min, clients*each)
 	}

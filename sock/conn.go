@@ -18,9 +18,10 @@
 // On one P (GOMAXPROCS=1), those writes also wait for the goroutines that
 // are already runnable, so that the writes of one round of the poller
 // leave together and wake the task at the other end once; where io_uring
-// can be used, SendThenRead's sends and receives of one round go to the
-// kernel together, in one system call (uring.go), and otherwise each
-// write yields first (Conn.yield).
+// can be used, SendThenRead's sends and receives of one round, and a
+// client connection's plain reads, go to the kernel together, in one
+// system call (uring.go), and otherwise each write yields first
+// (Conn.yield).
 package sock
 
 import (
@@ -209,8 +210,11 @@ func (c *Conn) Read(p []byte) (int, error) {
 	err := c.rc.Read(c.readStep)
 	n, rerr := c.n, c.err
 	c.in, c.err = nil, nil
-	if rerr != nil {
+	if rerr == io.EOF {
 		return n, rerr
+	}
+	if rerr != nil {
+		return n, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: rerr}
 	}
 	if err != nil {
 		// The raw connection's error (closed, or the deadline passed), as
@@ -223,8 +227,8 @@ func (c *Conn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// readStepFD is Read's callback: a receive, and false (wait) when it
-// finds nothing.
+// readStepFD is Read's callback, and the end of SendThenRead's: a
+// receive into in, and false (wait again) when it finds nothing.
 func (c *Conn) readStepFD(fd uintptr) bool {
 	for {
 		n, err := c.recv(fd, c.in)
@@ -234,7 +238,7 @@ func (c *Conn) readStepFD(fd uintptr) bool {
 		case err == syscall.EAGAIN:
 			return false
 		case err != 0:
-			c.err = &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("recvfrom", err)}
+			c.err = os.NewSyscallError("recvfrom", err)
 		case n == 0:
 			c.err = io.EOF
 		default:
@@ -385,20 +389,5 @@ func (c *Conn) stepFD(fd uintptr) bool {
 		c.wrote()
 		return false // wait for the answer
 	}
-	for {
-		n, err := c.recv(fd, c.in)
-		switch {
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN:
-			return false // woken without data: wait again
-		case err != 0:
-			c.err = os.NewSyscallError("recvfrom", err)
-		case n == 0:
-			c.err = io.EOF
-		default:
-			c.n = n
-		}
-		return true
-	}
+	return c.readStepFD(fd) // the answer, or false to wait again
 }

@@ -255,9 +255,8 @@ type batcher struct {
 	scheduled bool          // the flusher has been told of the queue
 	wake      chan struct{} // to the flusher
 
-	// Counts, for tests and for bench's notes: rounds flushed, calls
-	// made, io_uring_enter calls.
-	flushes, calls, enters atomic.Int64
+	// Counts, for BatchCounts: batches flushed, calls made.
+	flushes, calls atomic.Int64
 }
 
 var (
@@ -329,7 +328,7 @@ func (b *batcher) flusher() {
 		if len(ops) == 1 {
 			ops[0].direct() // alone, the ring only adds its own cost
 		} else {
-			b.enters.Add(int64(b.ring.run(ops)))
+			b.ring.run(ops)
 		}
 		for i, o := range ops {
 			ops[i] = nil
